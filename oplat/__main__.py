@@ -1,0 +1,5 @@
+import sys
+
+from oplat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,13 @@
+"""The one exception type for mistakes a user can fix.
+
+The CLI prints ``OplatError`` as one line (``oplat: error: ...``) and exits non-zero;
+anything else is a bug and keeps its traceback under ``--debug``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["OplatError"]
+
+
+class OplatError(Exception):
+    """A user-facing error: the message says what is wrong and how to fix it."""
