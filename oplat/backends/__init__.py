@@ -1,0 +1,83 @@
+"""Backends: one module each, the same shape in every one.
+
+A backend module provides:
+
+- ``available() -> str | None`` — None when usable, else why not and how to fix it.
+  Cheap: it may look for a module, it never loads a model.
+- ``runtime() -> tuple[str, str]`` — runtime name and version for the fingerprint.
+- ``open(model, feeds, options) -> Session`` — a context manager; nothing is timed here.
+
+A ``Session`` runs the model once per ``run()`` call on fixed inputs and, where the
+runtime exposes per-node times, ``profile(runs)`` returns a :class:`KernelProfile`.
+The timing policy (warm-up, rounds, statistics) is not a backend's business: it lives in
+:mod:`oplat.timing`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["KernelProfile", "Session", "Unsupported", "LAYOUT_OPS", "summarize_profile"]
+
+#: Node types that only change memory layout (not part of any op oplat times).
+LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Reorder", "Transpose"})
+
+
+class Unsupported(Exception):
+    """The runtime cannot run this op at all (a row with status ``unsupported``)."""
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """Per-node times from the runtime's own profiler, medians over profiled runs (ms).
+
+    ``compute_ms`` sums the op's own kernels; ``layout_ms`` sums layout conversions
+    (reorders) the runtime put around them, which a lone-op model over-counts.
+    """
+
+    compute_ms: float
+    layout_ms: float
+    nodes: list[dict] = field(default_factory=list)  # {name, op_type, exec_type, median_ms, layout}
+    runs: int = 0
+
+
+def summarize_profile(per_node_ms: dict[tuple[str, str, str], list[float]]) -> KernelProfile:
+    """Build a KernelProfile from {(name, op_type, exec_type): [ms per run]}."""
+    if not per_node_ms:
+        return KernelProfile(0.0, 0.0, [], 0)
+    runs = min(len(v) for v in per_node_ms.values())
+    compute = np.zeros(runs)
+    layout = np.zeros(runs)
+    nodes = []
+    for (name, op_type, exec_type), values in per_node_ms.items():
+        values = np.asarray(values[-runs:], dtype=np.float64)
+        is_layout = op_type in LAYOUT_OPS
+        (layout if is_layout else compute)[:] += values
+        nodes.append(
+            {
+                "name": name,
+                "op_type": op_type,
+                "exec_type": exec_type,
+                "median_ms": round(float(np.median(values)), 6),
+                "layout": is_layout,
+            }
+        )
+    return KernelProfile(
+        compute_ms=round(float(np.median(compute)), 6),
+        layout_ms=round(float(np.median(layout)), 6),
+        nodes=nodes,
+        runs=runs,
+    )
+
+
+class Session(Protocol):
+    def run(self) -> None: ...
+
+    def profile(self, runs: int) -> KernelProfile | None: ...
+
+    def __enter__(self) -> "Session": ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -1,0 +1,137 @@
+"""ONNX Runtime, CPU execution provider (the ``cpu`` device).
+
+``run()`` goes through IOBinding with preallocated outputs, so one run is the runtime's
+work and not Python's allocation of result arrays. ``profile()`` uses a second session
+with ORT's profiler on (profiling slows the timed runs, so they never share a session)
+and splits node times into the op's own kernels and the NCHW↔NCHWc reorders ORT wraps
+around a lone conv.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import tempfile
+from collections import defaultdict
+
+import numpy as np
+
+from oplat.backends import KernelProfile, Unsupported, summarize_profile
+
+__all__ = ["available", "runtime", "open"]
+
+_HINT = "install it with: pip install onnxruntime"
+
+
+def available() -> str | None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return f"ONNX Runtime is not installed; {_HINT}"
+    return None
+
+
+def runtime() -> tuple[str, str]:
+    import onnxruntime
+
+    return "onnxruntime", onnxruntime.__version__
+
+
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _session_options(options: dict, *, profile_dir: str | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(options.get("threads", 1))
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    level = options.get("graph_optimization", "all")
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    so.log_severity_level = 3
+    if profile_dir:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(profile_dir, "ort")
+    return so
+
+
+def _new_session(model_bytes: bytes, options: dict, profile_dir: str | None = None):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(
+            model_bytes, _session_options(options, profile_dir=profile_dir), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own exception types per failure kind
+        text = str(exc)
+        if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
+            raise Unsupported(text.splitlines()[0][:300]) from None
+        raise
+
+
+class OrtSession:
+    def __init__(self, model, feeds: dict[str, np.ndarray], options: dict):
+        self._model_bytes = model.SerializeToString()
+        self._feeds = feeds
+        self._options = options
+        self._session = None
+        self._binding = None
+        self._outputs: list[np.ndarray] = []
+
+    def __enter__(self) -> OrtSession:
+        sess = _new_session(self._model_bytes, self._options)
+        binding = sess.io_binding()
+        for name, value in self._feeds.items():
+            binding.bind_cpu_input(name, value)
+        # Run once to learn output shapes and types, then bind preallocated buffers.
+        first = sess.run(None, self._feeds)
+        for meta, value in zip(sess.get_outputs(), first):
+            buf = np.empty_like(value)
+            self._outputs.append(buf)
+            binding.bind_output(
+                meta.name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data
+            )
+        self._session, self._binding = sess, binding
+        return self
+
+    def run(self) -> None:
+        self._session.run_with_iobinding(self._binding)
+
+    def output(self) -> list[np.ndarray]:
+        return self._outputs
+
+    def profile(self, runs: int) -> KernelProfile:
+        with tempfile.TemporaryDirectory(prefix="oplat-ort-prof-") as tmp:
+            sess = _new_session(self._model_bytes, self._options, profile_dir=tmp)
+            warmup = 2
+            for _ in range(warmup + runs):
+                sess.run(None, self._feeds)
+            path = sess.end_profiling()
+            with builtins.open(path, encoding="utf-8") as f:
+                events = json.load(f)
+        per_node: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        for ev in events:
+            if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
+                continue
+            args = ev.get("args", {})
+            op = args.get("op_name", "?")
+            key = (ev["name"][: -len("_kernel_time")], op, args.get("provider", ""))
+            per_node[key].append(ev["dur"] / 1000.0)
+        for key in per_node:
+            per_node[key] = per_node[key][warmup:]
+        return summarize_profile(dict(per_node))
+
+    def __exit__(self, *exc: object) -> None:
+        self._session = self._binding = None
+        self._outputs = []
+
+
+def open(model, feeds: dict[str, np.ndarray], options: dict) -> OrtSession:  # noqa: A001 (backend contract)
+    return OrtSession(model, feeds, options)

@@ -1,0 +1,76 @@
+"""Devices: the names users type, bound to a backend and its options.
+
+Listing devices imports no runtime: each backend's ``available()`` only looks for its
+module, so ``oplat devices`` and ``oplat --help`` work with no optional runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+
+from oplat.errors import OplatError
+
+__all__ = ["Device", "DEVICES", "get_device"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device name bound to a backend module and its options.
+
+    ``options`` are backend options: ``threads`` (intra-op threads), ``precision``
+    (OpenVINO inference precision), ``graph_optimization`` (ORT level).
+    """
+
+    name: str
+    backend: str  # module under oplat.backends
+    description: str
+    options: dict = field(default_factory=dict)
+
+    def module(self) -> ModuleType:
+        return importlib.import_module(f"oplat.backends.{self.backend}")
+
+    def available(self) -> str | None:
+        """None when usable; else what is missing and how to install it."""
+        return self.module().available()
+
+    def require(self) -> ModuleType:
+        """The backend module, or an OplatError saying what to install."""
+        reason = self.available()
+        if reason:
+            raise OplatError(f"device {self.name!r} is not available: {reason}")
+        return self.module()
+
+    def with_options(self, **overrides) -> Device:
+        merged = dict(self.options)
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(self, options=merged)
+
+
+DEVICES: dict[str, Device] = {
+    d.name: d
+    for d in (
+        Device(
+            "cpu",
+            "ort",
+            "ONNX Runtime CPU execution provider, in process (1 intra-op thread by default)",
+            {"threads": 1, "graph_optimization": "all"},
+        ),
+        Device(
+            "openvino",
+            "openvino",
+            "OpenVINO CPU plugin, in process, precision set explicitly (f32 by default)",
+            {"threads": 1, "precision": "f32"},
+        ),
+    )
+}
+
+
+def get_device(name: str) -> Device:
+    """Look a device up by name; an unknown name lists the known ones."""
+    try:
+        return DEVICES[name]
+    except KeyError:
+        known = ", ".join(DEVICES)
+        raise OplatError(f"unknown device {name!r}; known devices: {known} (see `oplat devices`)") from None

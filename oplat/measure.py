@@ -1,0 +1,203 @@
+"""``oplat measure``: time every entry of an op set on a device, append rows to a table.
+
+Resumable by key: entries already in the table are skipped, so an interrupted run
+(Ctrl-C or a killed process) continues where it stopped. Entries are timed in small
+batches with interleaved rounds (see :mod:`oplat.timing`); a batch's rows are written
+as soon as the batch is done, each flushed and fsynced.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from oplat.backends import Unsupported
+from oplat.build import inputs_for, model_from_op
+from oplat.devices import Device
+from oplat.fingerprint import environment
+from oplat.spec import OpSpec
+from oplat.table import SCHEMA_VERSION, TableWriter, read_table
+from oplat.timing import Timing, TimingPolicy, time_interleaved
+
+__all__ = ["MeasureSummary", "measure_specs", "default_table_path", "fingerprint_for"]
+
+#: Profiled runs are enough for a stable median but never take long.
+_PROFILE_RUNS_MIN, _PROFILE_RUNS_MAX, _PROFILE_S = 5, 30, 0.3
+
+
+@dataclass(frozen=True)
+class MeasureSummary:
+    path: Path
+    already: int  # rows the table had for this op set before the run
+    measured: int  # rows written by this run
+    errors: int
+    unsupported: int
+    noisy: int
+
+
+def default_table_path(device: str, opset: str, results: str | Path = "results") -> Path:
+    return Path(results) / device / f"{opset}.jsonl"
+
+
+def fingerprint_for(device: Device) -> dict:
+    module = device.require()
+    runtime, version = module.runtime()
+    return environment(
+        device=device.name,
+        runtime=runtime,
+        runtime_version=version,
+        threads=device.options.get("threads"),
+        options=device.options,
+    )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _base_row(spec: OpSpec, opset: str, fingerprint: dict) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": spec.key,
+        "spec": spec.as_dict(),
+        "label": spec.label(),
+        "opset": opset,
+        "device": fingerprint,
+        "macs": spec.macs,
+        "measured_at": _now(),
+    }
+
+
+def _failure_row(base: dict, status: str, exc: BaseException) -> dict:
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+    return {**base, "status": status, "message": message}
+
+
+def _ok_row(base: dict, timing: Timing, policy: TimingPolicy, profile) -> dict:
+    stats = timing.stats()
+    row = {**base, "status": "ok", **stats}
+    row["noisy"] = timing.spread_pct > policy.agree_pct
+    row["extra_rounds"] = timing.extra_rounds
+    row["runs_per_round"] = timing.runs_per_round
+    row["samples_ms"] = [round(s, 6) for s in timing.samples_ms]
+    if timing.discarded_rounds_ms:
+        row["discarded_rounds_ms"] = [[round(s, 6) for s in r] for r in timing.discarded_rounds_ms]
+    row["policy"] = {"rounds": policy.rounds, "round_s": policy.round_s, "agree_pct": policy.agree_pct}
+    if profile is not None:
+        row["kernel_ms"] = profile.compute_ms
+        row["layout_ms"] = profile.layout_ms
+        row["kernels"] = profile.nodes
+        row["profile_runs"] = profile.runs
+    return row
+
+
+def _profile_runs(median_ms: float) -> int:
+    return int(min(_PROFILE_RUNS_MAX, max(_PROFILE_RUNS_MIN, math.ceil(_PROFILE_S * 1000 / max(median_ms, 1e-6)))))
+
+
+def _measure_batch(
+    specs: Sequence[OpSpec], device: Device, module, opset: str, fingerprint: dict, policy: TimingPolicy
+) -> list[dict]:
+    """Rows for one batch: open every session, time interleaved, then profile each."""
+    rows: dict[int, dict] = {}
+    with ExitStack() as stack:
+        open_sessions = []
+        for i, spec in enumerate(specs):
+            base = _base_row(spec, opset, fingerprint)
+            try:
+                model = model_from_op(spec)
+                session = stack.enter_context(module.open(model, inputs_for(model), device.options))
+            except Unsupported as exc:
+                rows[i] = _failure_row(base, "unsupported", exc)
+                continue
+            except Exception as exc:  # a runtime failing on one op must not stop the run
+                rows[i] = _failure_row(base, "error", exc)
+                continue
+            open_sessions.append((i, base, session))
+        try:
+            timings = time_interleaved([s.run for _, _, s in open_sessions], policy)
+        except Exception:
+            # One entry failed mid-run: time them one by one so only it gets an error row.
+            timings = []
+            for i, base, session in open_sessions:
+                try:
+                    timings.append(time_interleaved([session.run], policy)[0])
+                except Exception as exc:
+                    rows[i] = _failure_row(base, "error", exc)
+                    timings.append(None)
+        for (i, base, session), timing in zip(open_sessions, timings):
+            if timing is None:
+                continue
+            profile_error = None
+            try:
+                profile = session.profile(_profile_runs(timing.stats()["median_ms"]))
+            except Exception as exc:  # the wall-clock timing stands; say why per-node times are missing
+                profile, profile_error = None, f"{type(exc).__name__}: {exc}"[:300]
+            rows[i] = _ok_row(base, timing, policy, profile)
+            if profile_error:
+                rows[i]["profile_error"] = profile_error
+    return [rows[i] for i in range(len(specs))]
+
+
+def measure_specs(
+    specs: Sequence[OpSpec],
+    device: Device,
+    *,
+    opset: str,
+    out: str | Path,
+    policy: TimingPolicy | None = None,
+    batch: int = 6,
+    retry_errors: bool = False,
+    progress: bool = True,
+    on_row: Callable[[dict], None] | None = None,
+) -> MeasureSummary:
+    """Measure ``specs`` on ``device``, appending rows to the table at ``out``."""
+    from tqdm import tqdm
+
+    policy = policy or TimingPolicy()
+    module = device.require()
+    out = Path(out)
+    done: dict[str, dict] = {}
+    if out.exists():
+        done = read_table(out).latest()
+    keep = ("ok", "unsupported") if retry_errors else ("ok", "unsupported", "error")
+    pending = [s for s in specs if s.key not in done or done[s.key]["status"] not in keep]
+    already = len(specs) - len(pending)
+    fingerprint = fingerprint_for(device)
+    counts = {"measured": 0, "error": 0, "unsupported": 0, "noisy": 0}
+    with TableWriter(out) as writer, tqdm(
+        total=len(specs),
+        initial=already,
+        unit="op",
+        desc=f"{device.name} {opset}",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
+        for start in range(0, len(pending), batch):
+            chunk = pending[start : start + batch]
+            bar.set_postfix_str(chunk[0].label(), refresh=True)
+            for row in _measure_batch(chunk, device, module, opset, fingerprint, policy):
+                writer.append(row)
+                counts["measured"] += 1
+                if row["status"] != "ok":
+                    counts[row["status"]] += 1
+                elif row.get("noisy"):
+                    counts["noisy"] += 1
+                if on_row:
+                    on_row(row)
+                bar.update(1)
+    return MeasureSummary(
+        path=out,
+        already=already,
+        measured=counts["measured"],
+        errors=counts["error"],
+        unsupported=counts["unsupported"],
+        noisy=counts["noisy"],
+    )

@@ -1,0 +1,183 @@
+"""The one timing policy every backend shares.
+
+Backends only know how to run a model once (``Session.run()``). Everything else lives
+here: warm-up, how many runs a round needs, interleaved rounds across a batch of
+entries, the agreement check between rounds with re-measurement, and the statistics.
+
+Interleaving matters on a shared, noisy machine: round *r* of every entry in a batch runs
+before round *r+1* of any, so a slow spell hurts all entries alike instead of one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["TimingPolicy", "Timing", "stats_ms", "time_interleaved", "time_one"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimingPolicy:
+    """How to time one entry.
+
+    Attributes:
+        warmup_s: run at least this long (and ``warmup_runs`` times) before timing.
+        warmup_runs: minimum warm-up runs.
+        rounds: rounds per entry; each round is a batch of back-to-back runs.
+        round_s: a round lasts at least this long (more runs for fast ops).
+        min_runs: runs per round at least this many, whatever their duration.
+        max_runs: runs per round at most this many.
+        min_sample_s: runs faster than this are timed in groups (``inner`` runs per
+            timer reading) so one sample is well above the timer's resolution.
+        agree_pct: rounds agree when (max - min) / median of the round medians is
+            within this many percent.
+        max_extra_rounds: rounds added (one at a time, keeping the most recent
+            ``rounds``) while rounds disagree, before the entry is flagged noisy.
+    """
+
+    warmup_s: float = 0.1
+    warmup_runs: int = 2
+    rounds: int = 5
+    round_s: float = 0.1
+    min_runs: int = 3
+    max_runs: int = 1000
+    min_sample_s: float = 200e-6
+    agree_pct: float = 3.0
+    max_extra_rounds: int = 4
+
+    @classmethod
+    def quick(cls) -> TimingPolicy:
+        """A short policy for smoke runs and tests (still 3 rounds, still checked)."""
+        return cls(warmup_s=0.02, warmup_runs=1, rounds=3, round_s=0.02, min_runs=2, max_extra_rounds=2)
+
+
+@dataclass
+class Timing:
+    """Samples of one entry; each sample is the mean time of ``inner`` runs, in ms."""
+
+    rounds_ms: list[list[float]] = field(default_factory=list)
+    #: Rounds replaced by re-measurement, kept so no raw sample is hidden.
+    discarded_rounds_ms: list[list[float]] = field(default_factory=list)
+    inner: int = 1
+    runs_per_round: int = 0
+    extra_rounds: int = 0
+
+    @property
+    def samples_ms(self) -> list[float]:
+        return [s for r in self.rounds_ms for s in r]
+
+    @property
+    def round_medians_ms(self) -> list[float]:
+        return [float(np.median(r)) for r in self.rounds_ms]
+
+    @property
+    def spread_pct(self) -> float:
+        """(max - min) / median of the round medians, in percent."""
+        meds = self.round_medians_ms
+        mid = float(np.median(meds))
+        return 100.0 * (max(meds) - min(meds)) / mid if mid > 0 else 0.0
+
+    def stats(self) -> dict:
+        """Row statistics: median/p10/p90/mean/std (ms), runs, rounds, spread."""
+        out = stats_ms(self.samples_ms)
+        out.update(
+            runs=len(self.samples_ms) * self.inner,
+            rounds=len(self.rounds_ms),
+            inner=self.inner,
+            round_medians_ms=[round(m, 6) for m in self.round_medians_ms],
+            spread_pct=round(self.spread_pct, 3),
+        )
+        return out
+
+
+def stats_ms(samples_ms: Sequence[float]) -> dict:
+    """Median, p10, p90, mean and sample std of ``samples_ms`` (all in ms)."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "median_ms": float(np.median(a)),
+        "p10_ms": float(np.percentile(a, 10)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "mean_ms": float(a.mean()),
+        "std_ms": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+    }
+
+
+class _Plan:
+    """Per-entry state while a batch is timed."""
+
+    def __init__(self, run: Callable[[], None], policy: TimingPolicy, clock: Callable[[], float]):
+        self.run = run
+        self.policy = policy
+        self.clock = clock
+        self.timing = Timing()
+
+    def warm_up(self) -> None:
+        p = self.policy
+        start = self.clock()
+        n = 0
+        while n < p.warmup_runs or self.clock() - start < p.warmup_s:
+            self.run()
+            n += 1
+        # Calibrate from a few timed runs after warm-up.
+        t0 = self.clock()
+        for _ in range(3):
+            self.run()
+        per_run_s = max((self.clock() - t0) / 3, 1e-9)
+        self.timing.inner = max(1, math.ceil(p.min_sample_s / per_run_s))
+        per_sample_s = per_run_s * self.timing.inner
+        runs = math.ceil(p.round_s / per_sample_s)
+        self.timing.runs_per_round = int(min(max(runs, p.min_runs), p.max_runs))
+
+    def round(self) -> None:
+        inner = self.timing.inner
+        clock = self.clock
+        run = self.run
+        samples = []
+        for _ in range(self.timing.runs_per_round):
+            t0 = clock()
+            for _ in range(inner):
+                run()
+            samples.append((clock() - t0) * 1000.0 / inner)
+        self.timing.rounds_ms.append(samples)
+
+    def agreed(self) -> bool:
+        return self.timing.spread_pct <= self.policy.agree_pct
+
+
+def time_interleaved(
+    runs: Sequence[Callable[[], None]],
+    policy: TimingPolicy,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[Timing]:
+    """Time several entries with interleaved rounds; return one Timing per entry.
+
+    Each callable runs its model once. Entries whose rounds disagree by more than
+    ``policy.agree_pct`` get extra rounds (interleaved among the disagreeing ones),
+    keeping the latest ``policy.rounds`` rounds, up to ``policy.max_extra_rounds``.
+    """
+    plans = [_Plan(r, policy, clock) for r in runs]
+    for plan in plans:
+        plan.warm_up()
+    for _ in range(policy.rounds):
+        for plan in plans:
+            plan.round()
+    for _ in range(policy.max_extra_rounds):
+        noisy = [p for p in plans if not p.agreed()]
+        if not noisy:
+            break
+        for plan in noisy:
+            plan.round()
+            # Keep the most recent rounds: a disturbance early on ages out.
+            plan.timing.discarded_rounds_ms.append(plan.timing.rounds_ms.pop(0))
+            plan.timing.extra_rounds += 1
+    return [p.timing for p in plans]
+
+
+def time_one(run: Callable[[], None], policy: TimingPolicy) -> Timing:
+    """Time one entry (a batch of one)."""
+    return time_interleaved([run], policy)[0]
