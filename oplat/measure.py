@@ -19,6 +19,7 @@ from pathlib import Path
 from oplat.backends import Unsupported
 from oplat.build import inputs_for, model_from_op
 from oplat.devices import Device
+from oplat.errors import OplatError
 from oplat.fingerprint import environment
 from oplat.spec import OpSpec
 from oplat.table import SCHEMA_VERSION, TableWriter, read_table
@@ -97,6 +98,24 @@ def _ok_row(base: dict, timing: Timing, policy: TimingPolicy, profile) -> dict:
     return row
 
 
+#: Fingerprint fields that must match for rows to share a table.
+_SETUP_FIELDS = ("name", "runtime", "runtime_version", "threads", "options", "cpu")
+
+
+def _check_same_setup(path: Path, rows, fingerprint: dict) -> None:
+    """Refuse to mix rows measured under another setup into one table."""
+    for row in rows:
+        theirs = row["device"]
+        diff = [f for f in _SETUP_FIELDS if theirs.get(f) != fingerprint.get(f)]
+        if diff:
+            was = ", ".join(f"{f}={theirs.get(f)!r}" for f in diff)
+            now = ", ".join(f"{f}={fingerprint.get(f)!r}" for f in diff)
+            raise OplatError(
+                f"{path} was measured with {was}; this run has {now}. "
+                "Write to another table with --out (or move the old one away) so setups do not mix"
+            )
+
+
 def _profile_runs(median_ms: float) -> int:
     return int(min(_PROFILE_RUNS_MAX, max(_PROFILE_RUNS_MIN, math.ceil(_PROFILE_S * 1000 / max(median_ms, 1e-6)))))
 
@@ -170,6 +189,7 @@ def measure_specs(
     pending = [s for s in specs if s.key not in done or done[s.key]["status"] not in keep]
     already = len(specs) - len(pending)
     fingerprint = fingerprint_for(device)
+    _check_same_setup(out, done.values(), fingerprint)
     counts = {"measured": 0, "error": 0, "unsupported": 0, "noisy": 0}
     with TableWriter(out) as writer, tqdm(
         total=len(specs),

@@ -1,0 +1,53 @@
+"""Shared helpers: run the CLI in process, write small op sets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oplat.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``oplat ARGS`` in process; returns exit code, stdout, stderr."""
+
+    def run(*argv: str) -> CliResult:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def run_python(code: str, *, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run Python code in a fresh interpreter (for import blocking and kill tests)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO
+    )
+
+
+def write_opset(path: Path, body: str, *, hw: str = "[[16, 16]]", precisions: str = '["fp32"]') -> Path:
+    path.write_text(f'name = "{path.stem}"\nprecisions = {precisions}\nhw = {hw}\n\n{body}', encoding="utf-8")
+    return path
+
+
+def assert_one_line_error(result: CliResult, *needles: str) -> None:
+    """A user error: non-zero exit, one line on stderr, no traceback, names the problem."""
+    assert result.code != 0
+    lines = [l for l in result.err.strip().splitlines() if not l.startswith("oplat: warning")]
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("oplat: error: "), result.err
+    assert "Traceback" not in result.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

@@ -1,0 +1,114 @@
+"""measure_specs on real ONNX Runtime: rows, fingerprint, resume, failures, relations."""
+
+from __future__ import annotations
+
+import pytest
+
+import oplat.measure as measure_mod
+from oplat.devices import get_device
+from oplat.errors import OplatError
+from oplat.measure import measure_specs
+from oplat.spec import OpSpec
+from oplat.table import read_table
+from oplat.timing import TimingPolicy
+
+QUICK = TimingPolicy.quick()
+
+
+def _specs():
+    return [
+        OpSpec("conv+relu", 8, 16, 16, c_out=8, kernel=3),
+        OpSpec("conv", 8, 16, 16, c_out=8, kernel=3, precision="int8"),
+        OpSpec("add", 8, 16, 16),
+        OpSpec("depth_to_space", 27, 8, 8, block=3, precision="int8"),
+    ]
+
+
+def test_rows_are_self_describing(tmp_path):
+    out = tmp_path / "t.jsonl"
+    summary = measure_specs(_specs(), get_device("cpu"), opset="t", out=out, policy=QUICK, progress=False)
+    assert summary.measured == 4 and summary.already == 0
+    rows = read_table(out).rows
+    assert [r["key"] for r in rows] == [s.key for s in _specs()]
+    for row in rows:
+        assert row["status"] == "ok"
+        assert 0 < row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
+        assert len(row["samples_ms"]) * row["inner"] == row["runs"]
+        dev = row["device"]
+        assert dev["runtime"] == "onnxruntime" and dev["threads"] == 1
+        for field in ("cpu", "os", "oplat_version", "runtime_version"):
+            assert dev[field]
+        assert row["opset"] == "t" and row["measured_at"]
+    conv = rows[0]
+    assert conv["kernel_ms"] > 0 and "layout_ms" in conv
+    assert any(not k["layout"] and k["op_type"] == "Conv" for k in conv["kernels"])
+    int8_conv = rows[1]
+    assert any(k["op_type"] == "QLinearConv" for k in int8_conv["kernels"])
+
+
+def test_resume_skips_measured_keys(tmp_path):
+    out = tmp_path / "t.jsonl"
+    specs = _specs()
+    measure_specs(specs[:2], get_device("cpu"), opset="t", out=out, policy=QUICK, progress=False)
+    summary = measure_specs(specs, get_device("cpu"), opset="t", out=out, policy=QUICK, progress=False)
+    assert summary.already == 2 and summary.measured == 2
+    keys = [r["key"] for r in read_table(out).rows]
+    assert sorted(keys) == sorted(s.key for s in specs) and len(keys) == len(set(keys))
+
+
+def test_a_failing_entry_writes_an_error_row_and_the_run_goes_on(tmp_path, monkeypatch):
+    real_build = measure_mod.model_from_op
+    bad = _specs()[2]
+
+    def build(spec):
+        model = real_build(spec)
+        if spec == bad:  # a model the runtime rejects: an input name no node consumes
+            model.graph.node[0].input[0] = "nowhere"
+        return model
+
+    monkeypatch.setattr(measure_mod, "model_from_op", build)
+    out = tmp_path / "t.jsonl"
+    summary = measure_specs(_specs(), get_device("cpu"), opset="t", out=out, policy=QUICK, progress=False)
+    rows = read_table(out).latest()
+    assert summary.errors == 1
+    assert rows[bad.key]["status"] == "error" and rows[bad.key]["message"]
+    assert all(r["status"] == "ok" for k, r in rows.items() if k != bad.key)
+    # error rows count as finished unless --retry-errors
+    monkeypatch.setattr(measure_mod, "model_from_op", real_build)
+    again = measure_specs(_specs(), get_device("cpu"), opset="t", out=out, policy=QUICK, progress=False)
+    assert again.measured == 0
+    retried = measure_specs(
+        _specs(), get_device("cpu"), opset="t", out=out, policy=QUICK, progress=False, retry_errors=True
+    )
+    assert retried.measured == 1 and read_table(out).latest()[bad.key]["status"] == "ok"
+
+
+def test_setups_do_not_mix_in_one_table(tmp_path):
+    out = tmp_path / "t.jsonl"
+    measure_specs(_specs()[:1], get_device("cpu"), opset="t", out=out, policy=QUICK, progress=False)
+    with pytest.raises(OplatError, match="threads=1.*threads=2.*--out"):
+        measure_specs(
+            _specs(), get_device("cpu").with_options(threads=2), opset="t", out=out, policy=QUICK, progress=False
+        )
+
+
+def _median(spec, device="cpu", **opts):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/t.jsonl"
+        measure_specs([spec], get_device(device).with_options(**opts), opset="t", out=out, policy=QUICK, progress=False)
+        return read_table(out).rows[0]
+
+
+def test_wide_conv_is_slower_than_narrow_conv():
+    wide = _median(OpSpec("conv", 64, 64, 64, c_out=64, kernel=3))["median_ms"]
+    narrow = _median(OpSpec("conv", 8, 64, 64, c_out=8, kernel=3))["median_ms"]
+    assert wide > 4 * narrow  # 64× the MACs; 4× leaves a wide margin for noise and overheads
+
+
+def test_int8_conv_is_faster_than_fp32_on_ort_at_a_large_shape():
+    fp32 = _median(OpSpec("conv", 64, 180, 320, c_out=64, kernel=3))
+    int8 = _median(OpSpec("conv", 64, 180, 320, c_out=64, kernel=3, precision="int8"))
+    assert int8["median_ms"] < 0.8 * fp32["median_ms"]
+    assert any(k["op_type"] == "QLinearConv" for k in int8["kernels"])

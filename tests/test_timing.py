@@ -1,0 +1,101 @@
+"""The timing policy: logic on a scripted clock, then on a real ONNX Runtime session."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from oplat.backends import ort
+from oplat.build import inputs_for, model_from_op
+from oplat.spec import OpSpec
+from oplat.timing import TimingPolicy, stats_ms, time_interleaved, time_one
+
+
+class FakeClock:
+    """A clock that advances only when a fake op runs; durations follow a script."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def op(self, durations_s, log=None, name=None):
+        it = iter(durations_s)
+
+        def run():
+            self.now += next(it)
+            if log is not None:
+                log.append(name)
+
+        return run
+
+
+def _steady(value, n=100000):
+    return [value] * n
+
+
+def test_runs_per_round_fill_the_round_and_fast_ops_are_grouped():
+    clock = FakeClock()
+    policy = TimingPolicy(warmup_s=0.01, rounds=3, round_s=0.05, min_sample_s=1e-3, max_extra_rounds=0)
+    slow, fast = time_interleaved(
+        [clock.op(_steady(0.01)), clock.op(_steady(1e-5))], policy, clock=clock
+    )
+    assert slow.inner == 1 and slow.runs_per_round == 5  # 5 × 10 ms fills a 50 ms round
+    assert fast.inner == 100  # 100 × 10 µs per timer reading
+    assert fast.runs_per_round * fast.inner * 1e-5 >= 0.05
+    assert len(slow.rounds_ms) == 3
+    assert np.allclose(slow.samples_ms, 10.0) and np.allclose(fast.samples_ms, 0.01)
+    assert slow.stats()["runs"] == 15
+
+
+def test_rounds_are_interleaved_across_entries():
+    clock = FakeClock()
+    log = []
+    policy = TimingPolicy(warmup_s=0, warmup_runs=1, rounds=2, round_s=0, min_runs=1, max_runs=1, max_extra_rounds=0)
+    time_interleaved([clock.op(_steady(0.01), log, "a"), clock.op(_steady(0.01), log, "b")], policy, clock=clock)
+    # warm-up+calibration of a (4 runs), of b (4), then rounds a, b, a, b
+    assert log[8:] == ["a", "b", "a", "b"]
+
+
+def test_disagreeing_rounds_are_remeasured_then_accepted():
+    clock = FakeClock()
+    # calibration at 10 ms; round 1 is a slow spell (13 ms), later rounds steady.
+    script = [0.01] * 5 + [0.013] * 2 + [0.01] * 1000
+    policy = TimingPolicy(warmup_s=0, warmup_runs=2, rounds=3, round_s=0.02, min_runs=2, agree_pct=3.0)
+    t = time_one_with_clock(clock, script, policy)
+    assert t.extra_rounds == 1
+    assert t.spread_pct <= 3.0
+    assert len(t.rounds_ms) == 3 and len(t.discarded_rounds_ms) == 1
+    assert np.allclose(t.discarded_rounds_ms[0], 13.0)
+
+
+def test_persistently_noisy_entry_is_flagged_after_the_limit():
+    clock = FakeClock()
+    script = [0.01] * 5 + ([0.01] * 2 + [0.02] * 2) * 1000  # rounds alternate 10 ms / 20 ms
+    policy = TimingPolicy(warmup_s=0, warmup_runs=2, rounds=3, round_s=0.02, min_runs=2, max_extra_rounds=2)
+    t = time_one_with_clock(clock, script, policy)
+    assert t.extra_rounds == 2 and t.spread_pct > 3.0
+
+
+def time_one_with_clock(clock, script, policy):
+    return time_interleaved([clock.op(script)], policy, clock=clock)[0]
+
+
+def test_stats_are_the_usual_ones():
+    s = stats_ms([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s["median_ms"] == 3.0 and s["mean_ms"] == 22.0
+    assert s["p10_ms"] < s["median_ms"] < s["p90_ms"]
+    assert abs(s["std_ms"] - np.std([1, 2, 3, 4, 100], ddof=1)) < 1e-9
+
+
+def test_policy_on_a_real_onnxruntime_session():
+    spec = OpSpec("conv+relu", 16, 32, 32, c_out=16, kernel=3)
+    model = model_from_op(spec)
+    with ort.open(model, inputs_for(model), {"threads": 1}) as session:
+        timing = time_one(session.run, TimingPolicy.quick())
+    stats = timing.stats()
+    assert 0 < stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+    assert stats["rounds"] == 3
+    assert len(timing.samples_ms) == sum(len(r) for r in timing.rounds_ms) >= 3 * 2
+    # a 16→16 3×3 conv at 32×32 is 2.4 MMAC: far below a second, far above a nanosecond
+    assert 1e-4 < stats["median_ms"] < 1000
