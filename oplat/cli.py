@@ -80,6 +80,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
             policy=policy,
             batch=args.batch,
             retry_errors=args.retry_errors,
+            retry_noisy=args.retry_noisy,
             progress=not args.no_progress,
         )
     except KeyboardInterrupt:
@@ -154,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--agree-pct", type=float, help="rounds must agree within this %% or are re-measured (default: 3)")
     p.add_argument("--quick-policy", action="store_true", help="short warm-up and rounds: for smoke runs, not tables")
     p.add_argument("--retry-errors", action="store_true", help="re-measure entries whose row says error")
+    p.add_argument("--retry-noisy", action="store_true", help="re-measure entries flagged noisy (the new row wins)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("table", help="render one table, or several side by side with ratios")

@@ -173,6 +173,7 @@ def measure_specs(
     policy: TimingPolicy | None = None,
     batch: int = 6,
     retry_errors: bool = False,
+    retry_noisy: bool = False,
     progress: bool = True,
     on_row: Callable[[dict], None] | None = None,
 ) -> MeasureSummary:
@@ -185,8 +186,12 @@ def measure_specs(
     done: dict[str, dict] = {}
     if out.exists():
         done = read_table(out).latest()
-    keep = ("ok", "unsupported") if retry_errors else ("ok", "unsupported", "error")
-    pending = [s for s in specs if s.key not in done or done[s.key]["status"] not in keep]
+    def finished(row: dict) -> bool:
+        if retry_errors and row["status"] == "error":
+            return False
+        return not (retry_noisy and row.get("noisy"))
+
+    pending = [s for s in specs if s.key not in done or not finished(done[s.key])]
     already = len(specs) - len(pending)
     fingerprint = fingerprint_for(device)
     _check_same_setup(out, done.values(), fingerprint)
