@@ -123,6 +123,212 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- predict
+def _load_onnx(path: str):
+    import onnx
+
+    try:
+        return onnx.load(path)
+    except FileNotFoundError:
+        raise OplatError(f"{path}: no such ONNX file") from None
+    except Exception as exc:  # onnx raises DecodeError and others for a bad file
+        raise OplatError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+
+
+def _breakdown_rows(pred) -> list[list[str]]:
+    total = pred.compute_ms or 1.0
+    rows = []
+    for cost in pred.kernels:
+        source = "measured" if cost.source == "measured" else f"PREDICTED {cost.basis}"
+        rows.append(
+            [
+                cost.label,
+                "+".join(cost.kernel.nodes),
+                f"{cost.compute_ms:.3f}",
+                f"{cost.layout_ms:.3f}",
+                f"{100 * cost.compute_ms / total:.1f}",
+                source + (f"; {cost.kernel.note}" if cost.kernel.note else ""),
+            ]
+        )
+    return rows
+
+
+BREAKDOWN_HEADERS = ["Kernel", "ONNX nodes", "Compute [ms]", "Lone-op layout [ms]", "Share [%]", "Source"]
+
+
+def prediction_text(pred, *, fmt: str = "github") -> str:
+    """The predicted total, the composition used, and the per-kernel breakdown table."""
+    from tabulate import tabulate
+
+    if pred.calibrated:
+        c = pred.composition
+        how = (
+            f"calibrated on {c.networks} measured networks (fit error {c.fit_mape_pct:.1f}%): "
+            f"{c.compute:.3f}×compute + {c.layout:.3f}×layout + {c.boundary_per_melem_ms:.3f} ms/Melem boundary "
+            f"+ {c.const_ms:.3f} ms"
+        )
+    else:
+        how = "UNCALIBRATED: plain sum of per-kernel compute times (run `oplat calibrate` to fit the composition)"
+    lines = [
+        f"predicted latency: {pred.total_ms:.2f} ms  ({how})",
+        f"sum of kernel compute {pred.compute_ms:.2f} ms, lone-op layout {pred.layout_ms:.2f} ms, "
+        f"{sum(k.source == 'measured' for k in pred.kernels)}/{len(pred.kernels)} kernels measured, the rest PREDICTED",
+        "",
+        tabulate(_breakdown_rows(pred), headers=BREAKDOWN_HEADERS, tablefmt=fmt, disable_numparse=True),
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from oplat.predict import Predictor
+
+    predictor = Predictor.from_table(args.table)
+    model = _load_onnx(args.model)
+    pred = predictor.predict(model)
+    net = pred.net
+    if args.format == "json":
+        import json
+
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "table": args.table,
+                    "predicted_ms": pred.total_ms,
+                    "calibrated": pred.calibrated,
+                    "compute_ms": pred.compute_ms,
+                    "layout_ms": pred.layout_ms,
+                    "params": net.params,
+                    "macs": net.macs,
+                    "peak_activation_bytes": net.peak_activation_bytes,
+                    "kernels": [
+                        {
+                            "kernel": c.label,
+                            "nodes": list(c.kernel.nodes),
+                            "compute_ms": c.compute_ms,
+                            "layout_ms": c.layout_ms,
+                            "source": c.source,
+                            "basis": c.basis,
+                        }
+                        for c in pred.kernels
+                    ],
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(f"{args.model} on {predictor.device.get('name', '?')} (table {args.table}), {net.precision}")
+    print(
+        f"params {net.params:,}  MACs {net.macs / 1e9:.2f} G  peak activation memory "
+        f"{net.peak_activation_bytes / 2**20:.1f} MiB (graph liveness)"
+    )
+    print(prediction_text(pred, fmt=FORMATS_TABULATE.get(args.format, "simple")))
+    return 0
+
+
+FORMATS_TABULATE = {"terminal": "simple", "markdown": "pipe", "github": "github"}
+
+
+# ---------------------------------------------------------------------------- calibrate / validate
+def _device_for_table(args: argparse.Namespace):
+    from oplat.devices import get_device
+
+    device = get_device(args.device).with_options(threads=args.threads)
+    device.require()
+    return device
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from oplat.predict import Predictor, compose_path
+    from oplat.space import load_space
+    from oplat.validate import calibrate
+
+    predictor = Predictor.from_table(args.table)
+    device = _device_for_table(args)
+    space = load_space(args.space)
+    comps = calibrate(
+        predictor=predictor,
+        device=device,
+        space=space,
+        precisions=_csv_list(args.precision),
+        networks=args.networks,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    for precision, c in comps.items():
+        print(
+            f"{precision}: total = {c.compute:.3f}×compute + {c.layout:.3f}×layout + "
+            f"{c.boundary_per_melem_ms:.3f} ms/Melem boundary + {c.const_ms:.3f} ms "
+            f"(fitted on {c.networks} networks, fit error {c.fit_mape_pct:.1f}%)"
+        )
+    print(f"wrote {compose_path(args.table)}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
+    from tabulate import tabulate
+
+    from oplat.predict import Predictor
+    from oplat.space import load_space
+    from oplat.validate import validate
+
+    predictor = Predictor.from_table(args.table)
+    device = _device_for_table(args)
+    space = load_space(args.space)
+    out_dir = Path(args.results) / "validate" / device.name
+    for precision in _csv_list(args.precision):
+        report = validate(
+            predictor=predictor,
+            device=device,
+            space=space,
+            precision=precision,
+            networks=args.networks,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+        n = len(report.results)
+        lines = [
+            f"## {device.name} {precision}: {n} random {space.name} networks, table {args.table}"
+            + ("" if report.calibrated else " (UNCALIBRATED predictions)"),
+            "",
+            f"within ±5%: {report.share_within(5):.0f}%   within ±10%: {report.share_within(10):.0f}%   "
+            f"mean |error|: {report.mape_pct:.1f}%",
+            "",
+            "worst cases:",
+            tabulate(
+                [[r.arch, f"{r.predicted_ms:.2f}", f"{r.measured_ms:.2f}", f"{r.error_pct:+.1f}", f"{100 * r.measured_share:.0f}"]
+                 for r in report.worst(5)],
+                headers=["Network", "Predicted [ms]", "Measured [ms]", "Error [%]", "Kernels from table [%]"],
+                tablefmt="github",
+            ),
+        ]
+        kerr = report.kernel_errors()
+        if any(m for _, m, _ in kerr.values()):
+            lines += [
+                "",
+                "error by kernel type (predicted compute vs the runtime's per-node profile of the whole networks):",
+                tabulate(
+                    [[op, f"{p:.1f}", f"{m:.1f}", f"{e:+.1f}"] for op, (p, m, e) in sorted(kerr.items())],
+                    headers=["Kernel type", "Predicted [ms]", "Profiled [ms]", "Error [%]"],
+                    tablefmt="github",
+                ),
+            ]
+        text = "\n".join(lines)
+        print(text)
+        print()
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stem = out_dir / f"{space.name}-{precision}"
+            stem.with_suffix(".md").write_text(text + "\n")
+            stem.with_suffix(".json").write_text(json.dumps(report.as_dict(), indent=1))
+        except OSError as exc:
+            raise OplatError(f"cannot write the validation report under {out_dir} ({exc.strerror})") from None
+        print(f"saved {stem}.md and {stem}.json")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _parser() -> argparse.ArgumentParser:
     from oplat.render import FORMATS
@@ -163,6 +369,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="terminal", choices=list(FORMATS), help="output format (default: terminal)")
     p.add_argument("--op", help="comma list of ops to show (glob patterns: conv*)")
     p.add_argument("--precision", help="comma list of precisions to show")
+
+    p = sub.add_parser("predict", help="predict an ONNX network's latency from a table: total + per-kernel breakdown")
+    p.add_argument("model", help="ONNX file (FP32 or QDQ INT8)")
+    p.add_argument("--table", required=True, help="latency table (.jsonl) of the target device")
+    p.add_argument("--format", default="terminal", choices=["terminal", "markdown", "github", "json"])
+
+    for name, text in (
+        ("calibrate", "fit how kernels compose into a network on the device (measures a few random networks)"),
+        ("validate", "measure random networks end to end and report how well the table predicts them"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--device", default="cpu", help="device the table was measured on (default: cpu)")
+        p.add_argument("--table", required=True, help="latency table (.jsonl)")
+        p.add_argument("--space", default="abpn", help="search space to sample networks from (default: abpn)")
+        p.add_argument("--precision", default="fp32,int8", help="comma list (default: fp32,int8)")
+        p.add_argument("--networks", type=_positive_int, default=8 if name == "calibrate" else 40)
+        p.add_argument("--seed", type=int, default=1000 if name == "calibrate" else 0)
+        p.add_argument("--threads", type=_positive_int, help="intra-op threads (must match the table's)")
+        p.add_argument("--results", default="results", help="results folder (default: results)")
+        p.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -170,6 +396,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "devices": _cmd_devices,
     "measure": _cmd_measure,
     "table": _cmd_table,
+    "predict": _cmd_predict,
+    "calibrate": _cmd_calibrate,
+    "validate": _cmd_validate,
 }
 
 

@@ -25,7 +25,7 @@ from oplat.spec import OpSpec
 from oplat.table import SCHEMA_VERSION, TableWriter, read_table
 from oplat.timing import Timing, TimingPolicy, time_interleaved
 
-__all__ = ["MeasureSummary", "measure_specs", "default_table_path", "fingerprint_for"]
+__all__ = ["MeasureSummary", "measure_specs", "default_table_path", "fingerprint_for", "time_network"]
 
 #: Profiled runs are enough for a stable median but never take long.
 _PROFILE_RUNS_MIN, _PROFILE_RUNS_MAX, _PROFILE_S = 5, 30, 0.3
@@ -140,7 +140,12 @@ def _measure_batch(
                 continue
             open_sessions.append((i, base, session))
         try:
-            timings = time_interleaved([s.run for _, _, s in open_sessions], policy)
+            if any(hasattr(s, "time") for _, _, s in open_sessions):
+                # Self-timed sessions (a remote agent, a board's CLI) time themselves with
+                # the same policy; nothing to interleave on this side.
+                timings = [s.time(policy) for _, _, s in open_sessions]
+            else:
+                timings = time_interleaved([s.run for _, _, s in open_sessions], policy)
         except Exception:
             # One entry failed mid-run: time them one by one so only it gets an error row.
             timings = []
@@ -226,3 +231,24 @@ def measure_specs(
         unsupported=counts["unsupported"],
         noisy=counts["noisy"],
     )
+
+
+def time_network(model, device: Device, policy: TimingPolicy | None = None, *, profile: bool = False):
+    """Time a whole network end to end with the shared policy.
+
+    Returns (row statistics as in a table row, KernelProfile or None). Self-timed
+    sessions (remote agents) time themselves with the same policy.
+    """
+    module = device.require()
+    policy = policy or TimingPolicy()
+    with module.open(model, inputs_for(model), device.options) as session:
+        timing = session.time(policy) if hasattr(session, "time") else time_interleaved([session.run], policy)[0]
+        stats = timing.stats()
+        stats["noisy"] = timing.spread_pct > policy.agree_pct
+        kernel_profile = None
+        if profile:
+            try:
+                kernel_profile = session.profile(_profile_runs(stats["median_ms"]))
+            except Exception:  # per-node times are optional; the wall time stands
+                kernel_profile = None
+    return stats, kernel_profile

@@ -1,0 +1,295 @@
+"""Predict a network's latency from a latency table.
+
+prediction = composition(Σ kernel compute, Σ kernel layout, boundary elements)
+
+- Each kernel (see :mod:`oplat.graph`) is looked up by its OpSpec key. The table's
+  ``kernel_ms`` (the op's own kernels, from the runtime's profiler) is its compute time
+  and ``layout_ms`` the reorders a lone op needed; rows without per-node times use
+  ``median_ms`` as compute.
+- A key the table lacks is **predicted** from the nearest measured rows of the same
+  kernel type (same op, kernel size, precision, mode/scale/block/arity): their time per
+  unit of work (MACs for convs, elements moved otherwise), weighted by closeness in
+  (log C_in, log C_out, log H·W), times this kernel's work. The breakdown says so and
+  names the rows it used. A kernel type with no row at all is an error naming what to
+  add to the op set.
+- The composition model maps the sums to the whole network's wall time: how much of the
+  lone-op reorders survive in a network, what the graph boundary costs (layout or
+  quantize/dequantize of the input and output), the per-call overhead. It is fitted on a
+  few networks measured end to end (``oplat calibrate``) and stored next to the table
+  (``<table>.compose.json``). Without it the total is the plain sum of compute times and
+  every output says "uncalibrated".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from oplat.errors import OplatError
+from oplat.graph import Kernel, NetGraph, net_graph
+from oplat.spec import OpSpec
+from oplat.table import read_table
+
+__all__ = [
+    "Composition",
+    "KernelCost",
+    "Prediction",
+    "Predictor",
+    "compose_path",
+    "fit_composition",
+]
+
+#: Neighbours used for a kernel the table lacks.
+_NEIGHBOURS = 3
+
+
+def compose_path(table: str | Path) -> Path:
+    """Where a table's composition model lives: next to it, ``<stem>.compose.json``."""
+    table = Path(table)
+    return table.with_name(table.stem + ".compose.json")
+
+
+@dataclass(frozen=True)
+class KernelCost:
+    kernel: Kernel
+    compute_ms: float
+    layout_ms: float
+    source: str  # "measured" or "predicted"
+    basis: str  # the row(s) the figure comes from
+
+    @property
+    def label(self) -> str:
+        return self.kernel.spec.label()
+
+
+@dataclass(frozen=True)
+class Composition:
+    """total_ms = compute·Σcompute + layout·Σlayout + boundary·(in+out Melements) + const_ms."""
+
+    compute: float = 1.0
+    layout: float = 0.0
+    boundary_per_melem_ms: float = 0.0
+    const_ms: float = 0.0
+    networks: int = 0  # how many networks it was fitted on (0: not fitted)
+    fit_mape_pct: float | None = None
+
+    def total(self, f: dict[str, float]) -> float:
+        return (
+            self.compute * f["compute_ms"]
+            + self.layout * f["layout_ms"]
+            + self.boundary_per_melem_ms * f["boundary_melem"]
+            + self.const_ms
+        )
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    total_ms: float
+    kernels: list[KernelCost]
+    compute_ms: float
+    layout_ms: float
+    boundary_melem: float
+    calibrated: bool
+    composition: Composition
+    net: NetGraph = field(repr=False)
+
+    @property
+    def features(self) -> dict[str, float]:
+        return {"compute_ms": self.compute_ms, "layout_ms": self.layout_ms, "boundary_melem": self.boundary_melem}
+
+    @property
+    def measured_share(self) -> float:
+        """Share of kernels whose figure is a table row (not a prediction)."""
+        return sum(k.source == "measured" for k in self.kernels) / max(1, len(self.kernels))
+
+
+def _family(spec: OpSpec) -> tuple:
+    """Rows of one family can stand in for each other (scaled by work)."""
+    return (spec.op, spec.kernel, spec.precision, spec.mode, spec.scale, spec.block, spec.arity if spec.op == "concat" else None)
+
+
+def _work(spec: OpSpec) -> float:
+    return float(spec.macs or spec.elements_moved)
+
+
+def _position(spec: OpSpec) -> np.ndarray:
+    c_out = spec.c_out or spec.c
+    return np.array([math.log2(spec.c), math.log2(c_out), 0.5 * math.log2(spec.h * spec.w)])
+
+
+class Predictor:
+    """Prices kernels and networks from one latency table (and its composition model)."""
+
+    def __init__(self, rows: Sequence[dict], *, composition: dict[str, Composition] | None = None, source: str = ""):
+        self.source = source
+        self.rows = {r["key"]: r for r in rows if r["status"] == "ok"}
+        self.failed = {r["key"]: r for r in rows if r["status"] != "ok"}
+        self.composition = composition or {}
+        self.device = next((r["device"] for r in rows), {})
+        self._families: dict[tuple, list[tuple[OpSpec, dict]]] = {}
+        for row in self.rows.values():
+            spec = OpSpec.from_dict(row["spec"])
+            self._families.setdefault(_family(spec), []).append((spec, row))
+
+    @classmethod
+    def from_table(cls, path: str | Path) -> Predictor:
+        table = read_table(path)
+        if not table.rows:
+            raise OplatError(f"{path}: the table is empty; run `oplat measure` first")
+        comp = {}
+        cpath = compose_path(path)
+        if cpath.exists():
+            try:
+                data = json.loads(cpath.read_text())
+                comp = {p: Composition(**c) for p, c in data["composition"].items()}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise OplatError(f"{cpath}: unreadable composition model ({exc}); delete it and run `oplat calibrate` again") from None
+        return cls(table.rows, composition=comp, source=str(path))
+
+    # ------------------------------------------------------------------ kernels
+    @staticmethod
+    def _times(row: dict) -> tuple[float, float]:
+        if row.get("kernel_ms") is not None:
+            return float(row["kernel_ms"]), float(row.get("layout_ms") or 0.0)
+        return float(row["median_ms"]), 0.0
+
+    def _exact(self, spec: OpSpec) -> tuple[dict, str] | None:
+        row = self.rows.get(spec.key)
+        if row is not None:
+            return row, spec.key
+        if spec.precision == "int8" and spec.op in ("conv", "conv+relu"):
+            # In a QDQ network the ReLU is folded into the int8 output range (quantizers
+            # drop it); the int8 conv and conv+relu rows time the same QLinearConv.
+            twin = OpSpec.from_dict({**spec.as_dict(), "op": "conv+relu" if spec.op == "conv" else "conv"})
+            row = self.rows.get(twin.key)
+            if row is not None:
+                return row, twin.key
+        return None
+
+    def kernel_cost(self, kernel: Kernel) -> KernelCost:
+        spec = kernel.spec
+        found = self._exact(spec)
+        if found:
+            compute, layout = self._times(found[0])
+            return KernelCost(kernel, compute, layout, "measured", found[0]["label"])
+        family = self._families.get(_family(spec), [])
+        if not family and spec.precision == "int8" and spec.op in ("conv", "conv+relu"):
+            twin = OpSpec.from_dict({**spec.as_dict(), "op": "conv+relu" if spec.op == "conv" else "conv"})
+            family = self._families.get(_family(twin), [])
+        if not family:
+            failed = [r for r in self.failed.values() if _family(OpSpec.from_dict(r["spec"])) == _family(spec)]
+            why = f" (its rows say {failed[0]['status']}: {failed[0].get('message', '')})" if failed else ""
+            raise OplatError(
+                f"the table {self.source or ''} has no {spec.precision} {_family_name(spec)} rows{why}; "
+                f"add an [[entry]] with op = \"{spec.op}\"{_family_fields(spec)} to the op set and run `oplat measure`"
+            )
+        here = _position(spec)
+        dists = np.array([np.linalg.norm(_position(s) - here) for s, _ in family])
+        order = np.argsort(dists)[:_NEIGHBOURS]
+        weights = 1.0 / (dists[order] + 0.05)
+        per_work_c = np.array([self._times(family[i][1])[0] / _work(family[i][0]) for i in order])
+        per_work_l = np.array([self._times(family[i][1])[1] / _work(family[i][0]) for i in order])
+        work = _work(spec)
+        compute = float(np.dot(weights, per_work_c) / weights.sum() * work)
+        layout = float(np.dot(weights, per_work_l) / weights.sum() * work)
+        basis = "from " + ", ".join(family[i][1]["label"] for i in order)
+        return KernelCost(kernel, compute, layout, "predicted", basis)
+
+    # ------------------------------------------------------------------ networks
+    def predict(self, model_or_net) -> Prediction:
+        """Predict an ONNX model (or an already read NetGraph)."""
+        net = model_or_net if isinstance(model_or_net, NetGraph) else net_graph(model_or_net)
+        costs = [self.kernel_cost(k) for k in net.kernels]
+        compute = sum(c.compute_ms for c in costs)
+        layout = sum(c.layout_ms for c in costs)
+        boundary = (net.input_elements + net.output_elements) / 1e6
+        comp = self.composition.get(net.precision)
+        f = {"compute_ms": compute, "layout_ms": layout, "boundary_melem": boundary}
+        total = comp.total(f) if comp else compute
+        return Prediction(
+            total_ms=total,
+            kernels=costs,
+            compute_ms=compute,
+            layout_ms=layout,
+            boundary_melem=boundary,
+            calibrated=comp is not None,
+            composition=comp or Composition(),
+            net=net,
+        )
+
+
+def _family_name(spec: OpSpec) -> str:
+    if spec.op in ("conv", "conv+relu"):
+        return f"{spec.op} {spec.kernel}x{spec.kernel}"
+    if spec.op == "resize":
+        return f"resize {spec.mode} ×{spec.scale}"
+    if spec.op == "depth_to_space":
+        return f"depth_to_space ×{spec.block}"
+    if spec.op == "concat":
+        return f"concat of {spec.arity}"
+    return spec.op
+
+
+def _family_fields(spec: OpSpec) -> str:
+    parts = []
+    for name in ("kernel", "arity", "mode", "scale", "block"):
+        value = getattr(spec, name)
+        if value is not None:
+            parts.append(f'{name} = {json.dumps(value)}')
+    parts.append(f"c = {spec.c}")
+    if spec.c_out:
+        parts.append(f"c_out = {spec.c_out}")
+    parts.append(f"hw = [[{spec.h}, {spec.w}]]")
+    parts.append(f'precision = "{spec.precision}"')
+    return (", " + ", ".join(parts)) if parts else ""
+
+
+# ---------------------------------------------------------------------- composition fit
+_FEATURES = ("compute_ms", "layout_ms", "boundary_melem")
+
+
+def fit_composition(samples: Sequence[tuple[dict[str, float], float]]) -> Composition:
+    """Fit total_ms from feature sums on networks measured end to end.
+
+    Minimises the relative error (each network weighted by 1/measured) under the
+    constraint that every coefficient is ≥ 0 (a reorder or a boundary never saves time),
+    by trying each subset of the optional terms. ``samples``: (features, measured_ms).
+    """
+    if len(samples) < 3:
+        raise OplatError(f"a composition fit needs at least 3 measured networks, got {len(samples)}")
+    y = np.array([m for _, m in samples])
+    wts = 1.0 / y
+    best = None
+    optional = ["layout_ms", "boundary_melem", "const"]
+    for mask in range(1 << len(optional)):
+        cols = ["compute_ms"] + [optional[i] for i in range(len(optional)) if mask & (1 << i)]
+        if len(cols) >= len(samples):
+            continue
+        x = np.array([[1.0 if c == "const" else f[c] for c in cols] for f, _ in samples])
+        coef, *_ = np.linalg.lstsq(x * wts[:, None], y * wts, rcond=None)
+        if np.any(coef < 0):
+            continue
+        rel = (x @ coef - y) / y
+        score = float(np.mean(rel**2))
+        if best is None or score < best[0] - 1e-12:
+            best = (score, cols, coef, rel)
+    if best is None:
+        raise OplatError("composition fit failed: no non-negative fit; measure more (and more varied) networks")
+    _, cols, coef, rel = best
+    values = dict(zip(cols, (float(c) for c in coef)))
+    return Composition(
+        compute=values.get("compute_ms", 0.0),
+        layout=values.get("layout_ms", 0.0),
+        boundary_per_melem_ms=values.get("boundary_melem", 0.0),
+        const_ms=values.get("const", 0.0),
+        networks=len(samples),
+        fit_mape_pct=float(100 * np.mean(np.abs(rel))),
+    )

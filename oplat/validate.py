@@ -1,0 +1,247 @@
+"""``oplat calibrate`` and ``oplat validate``: check a table's predictions against whole networks.
+
+calibrate: measure a few random networks of a search space end to end and fit the
+composition model (see :mod:`oplat.predict`), stored next to the table.
+
+validate: measure *other* random networks (another seed; never the calibration ones)
+end to end and report how close the predictions are: share within ±5 % and ±10 %, mean
+absolute % error, the worst cases, and the error per kernel type (from the runtime's
+per-node profile of each whole network, where it has one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from oplat.devices import Device
+from oplat.errors import OplatError
+from oplat.measure import fingerprint_for, time_network
+from oplat.predict import Composition, Prediction, Predictor, compose_path, fit_composition
+from oplat.timing import TimingPolicy
+
+__all__ = ["NetworkResult", "ValidationReport", "calibrate", "check_table_device", "network_model", "sample_networks", "validate"]
+
+
+def sample_networks(space, count: int, seed: int) -> list:
+    """``count`` distinct random networks of ``space`` (deterministic for a seed)."""
+    from oplat.space import sample_arch
+
+    rng = np.random.default_rng(seed)
+    seen, out = set(), []
+    for _ in range(count * 50):
+        arch = sample_arch(space, rng)
+        if arch not in seen:
+            seen.add(arch)
+            out.append(arch)
+            if len(out) == count:
+                break
+    return out
+
+
+def network_model(arch, precision: str):
+    """The ONNX model of ``arch``: FP32, or INT8 QDQ (uint8 activations, int8 weights)."""
+    from oplat.arch import model_from_arch, quantize_qdq
+
+    model = model_from_arch(arch)
+    return quantize_qdq(model) if precision == "int8" else model
+
+
+def check_table_device(predictor: Predictor, device: Device) -> None:
+    """Refuse a table measured on another device (or setup) than ``device``."""
+    theirs = predictor.device
+    ours = fingerprint_for(device)
+    diff = [k for k in ("name", "runtime", "threads", "cpu") if theirs.get(k) != ours.get(k)]
+    if diff:
+        was = ", ".join(f"{k}={theirs.get(k)!r}" for k in diff)
+        now = ", ".join(f"{k}={ours.get(k)!r}" for k in diff)
+        raise OplatError(
+            f"table {predictor.source} was measured with {was} but --device gives {now}; "
+            "use that device's table or measure one with `oplat measure`"
+        )
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    arch: str
+    precision: str
+    predicted_ms: float
+    measured_ms: float
+    p10_ms: float
+    p90_ms: float
+    measured_share: float
+    by_kernel: dict  # op -> (predicted compute ms, profiled ms)
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+
+def _bar(total: int, desc: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="net", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+
+
+_SUFFIX = re.compile(r"(_nchwc|_token_\d+)+$")
+
+
+def _by_kernel_type(pred: Prediction, profile) -> dict:
+    """Per op type: (predicted compute ms, profiled ms in the whole network)."""
+    owner = {}
+    for cost in pred.kernels:
+        for node in cost.kernel.nodes:
+            owner[node] = cost.kernel.spec.op
+    out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for cost in pred.kernels:
+        out[cost.kernel.spec.op][0] += cost.compute_ms
+    if profile is None:
+        return {}
+    for node in profile.nodes:
+        if node["layout"]:
+            out["(layout)"][1] += node["median_ms"]
+            continue
+        op = owner.get(_SUFFIX.sub("", node["name"]))
+        out[op or "(other)"][1] += node["median_ms"]
+    out["(layout)"][0] += pred.layout_ms
+    return {k: (round(v[0], 4), round(v[1], 4)) for k, v in out.items()}
+
+
+def _measure(archs, device, predictor, precision, policy, progress, desc) -> list[tuple[Prediction, dict, object, object]]:
+    out = []
+    with _bar(len(archs), desc, progress) as bar:
+        for arch in archs:
+            model = network_model(arch, precision)
+            pred = predictor.predict(model)
+            stats, profile = time_network(model, device, policy, profile=True)
+            out.append((pred, stats, profile, arch))
+            bar.update(1)
+    return out
+
+
+def calibrate(
+    *,
+    predictor: Predictor,
+    device: Device,
+    space,
+    precisions: list[str],
+    networks: int = 8,
+    seed: int = 1000,
+    policy: TimingPolicy | None = None,
+    progress: bool = True,
+) -> dict[str, Composition]:
+    """Fit and store the composition model of ``predictor``'s table for ``precisions``."""
+    from oplat.arch import describe
+
+    check_table_device(predictor, device)
+    archs = sample_networks(space, networks, seed)
+    path = compose_path(predictor.source)
+    data = {"composition": {}, "networks": {}}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass  # rewritten below
+    result = {}
+    for precision in precisions:
+        measured = _measure(archs, device, predictor, precision, policy, progress, f"calibrate {precision}")
+        comp = fit_composition([(p.features, s["median_ms"]) for p, s, _, _ in measured])
+        result[precision] = comp
+        data["composition"][precision] = comp.as_dict()
+        data["networks"][precision] = [
+            {"arch": describe(a), **p.features, "measured_ms": s["median_ms"]} for p, s, _, a in measured
+        ]
+    data["space"] = getattr(space, "name", "")
+    data["device"] = predictor.device
+    data["fitted_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        path.write_text(json.dumps(data, indent=1))
+    except OSError as exc:
+        raise OplatError(f"cannot write {path} ({exc.strerror})") from None
+    predictor.composition.update(result)
+    return result
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    precision: str
+    results: list[NetworkResult]
+    calibrated: bool
+
+    @property
+    def errors_pct(self) -> np.ndarray:
+        return np.array([r.error_pct for r in self.results])
+
+    def share_within(self, pct: float) -> float:
+        return float(np.mean(np.abs(self.errors_pct) <= pct)) * 100.0
+
+    @property
+    def mape_pct(self) -> float:
+        return float(np.mean(np.abs(self.errors_pct)))
+
+    def worst(self, n: int = 5) -> list[NetworkResult]:
+        return sorted(self.results, key=lambda r: -abs(r.error_pct))[:n]
+
+    def kernel_errors(self) -> dict[str, tuple[float, float, float]]:
+        """op -> (predicted ms, profiled ms, error %) summed over all networks."""
+        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for r in self.results:
+            for op, (p, m) in r.by_kernel.items():
+                sums[op][0] += p
+                sums[op][1] += m
+        return {op: (p, m, 100.0 * (p - m) / m if m else float("nan")) for op, (p, m) in sums.items()}
+
+    def as_dict(self) -> dict:
+        return {
+            "precision": self.precision,
+            "calibrated": self.calibrated,
+            "networks": len(self.results),
+            "within_5_pct": self.share_within(5),
+            "within_10_pct": self.share_within(10),
+            "mape_pct": self.mape_pct,
+            "results": [{**r.__dict__, "error_pct": r.error_pct} for r in self.results],
+            "kernel_errors": self.kernel_errors(),
+        }
+
+
+def validate(
+    *,
+    predictor: Predictor,
+    device: Device,
+    space,
+    precision: str,
+    networks: int = 40,
+    seed: int = 0,
+    policy: TimingPolicy | None = None,
+    progress: bool = True,
+) -> ValidationReport:
+    """Measure random networks end to end and compare with the predictions."""
+    from oplat.arch import describe
+
+    check_table_device(predictor, device)
+    archs = sample_networks(space, networks, seed)
+    calibration = json.loads(compose_path(predictor.source).read_text()) if compose_path(predictor.source).exists() else {}
+    used = {n["arch"] for n in calibration.get("networks", {}).get(precision, [])}
+    archs = [a for a in archs if describe(a) not in used]  # never judge on the fitting set
+    measured = _measure(archs, device, predictor, precision, policy, progress, f"validate {precision}")
+    results = [
+        NetworkResult(
+            arch=describe(arch),
+            precision=precision,
+            predicted_ms=p.total_ms,
+            measured_ms=s["median_ms"],
+            p10_ms=s["p10_ms"],
+            p90_ms=s["p90_ms"],
+            measured_share=p.measured_share,
+            by_kernel=_by_kernel_type(p, prof),
+        )
+        for p, s, prof, arch in measured
+    ]
+    return ValidationReport(precision, results, calibrated=precision in predictor.composition)

@@ -1,0 +1,206 @@
+"""Graph reading, table lookup and fallback, composition fit, calibrate and validate on real ORT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from oplat.arch import ABPN, ArchSpec, Layer, arch_ops, model_from_arch, quantize_qdq
+from oplat.devices import get_device
+from oplat.errors import OplatError
+from oplat.graph import net_graph
+from oplat.measure import measure_specs
+from oplat.predict import Composition, Predictor, compose_path, fit_composition
+from oplat.space import space_from_dict
+from oplat.spec import OpSpec
+from oplat.table import SCHEMA_VERSION
+from oplat.timing import TimingPolicy
+from oplat.validate import calibrate, sample_networks, validate
+
+
+def fake_row(spec: OpSpec, compute: float, layout: float = 0.0) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": spec.key,
+        "spec": spec.as_dict(),
+        "label": spec.label(),
+        "status": "ok",
+        "device": {"name": "fake"},
+        "median_ms": compute + layout,
+        "kernel_ms": compute,
+        "layout_ms": layout,
+    }
+
+
+SMALL = ArchSpec(scale=3, in_h=12, in_w=16, layers=(Layer(8), Layer(8), Layer(27, act="relu"), Layer(27, act="none")))
+
+
+def test_abpn_graph_reads_as_the_published_network():
+    fp32 = net_graph(model_from_arch(ABPN))
+    assert fp32.params == 42_539 and round(fp32.macs / 1e9, 2) == 9.76
+    assert [k.spec.op for k in fp32.kernels].count("conv+relu") == 6
+    assert [k.spec.op for k in fp32.kernels].count("conv") == 1
+    assert {k.spec.op for k in fp32.kernels} == {"conv+relu", "conv", "concat", "add", "depth_to_space", "clip"}
+    assert fp32.precision == "fp32" and not fp32.boundary_nodes
+    # peak live activations: at least input + two 28-channel feature maps (float32)
+    assert fp32.peak_activation_bytes >= 4 * (3 + 2 * 28) * 360 * 640
+
+
+def test_qdq_graph_reads_as_int8_kernels():
+    net = net_graph(quantize_qdq(model_from_arch(SMALL)))
+    assert net.precision == "int8"
+    assert all(k.spec.precision == "int8" for k in net.kernels)
+    assert sum(k.spec.op.startswith("conv") for k in net.kernels) == 4
+    assert len(net.boundary_nodes) == 2  # quantize the input, dequantize the output
+    assert net.params == net_graph(model_from_arch(SMALL)).params
+
+
+def test_arch_ops_match_the_graph_kernels():
+    got = [k.spec for k in net_graph(model_from_arch(SMALL)).kernels]
+    assert sorted(s.key for s in got) == sorted(s.key for s in arch_ops(SMALL, "fp32"))
+
+
+def test_unpriceable_op_is_an_error_naming_it():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    g = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"], name="gate")], "g", [x], [y])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(OplatError, match="'gate' is a Sigmoid"):
+        net_graph(model)
+
+
+def _rows_for(arch, precision="fp32", scale_ms=1.0):
+    rows = []
+    for spec in set(arch_ops(arch, precision)):
+        rows.append(fake_row(spec, scale_ms * (spec.macs / 1e6 + spec.elements_moved / 1e5), 0.01))
+    return rows
+
+
+def test_exact_lookup_is_marked_measured_and_sums():
+    rows = _rows_for(SMALL)
+    pred = Predictor(rows, source="fake").predict(model_from_arch(SMALL))
+    assert all(k.source == "measured" for k in pred.kernels)
+    expected = sum(r["kernel_ms"] for r in rows for k in pred.kernels if k.kernel.spec.key == r["key"])
+    assert pred.compute_ms == pytest.approx(expected)
+    assert not pred.calibrated and pred.total_ms == pytest.approx(pred.compute_ms)
+
+
+def test_missing_key_is_predicted_from_neighbours_and_says_so():
+    rows = [fake_row(OpSpec("conv", c, 16, 16, c_out=c, kernel=3), c * c * 0.01) for c in (16, 32, 48)]
+    p = Predictor(rows, source="fake")
+    from oplat.graph import Kernel
+
+    cost = p.kernel_cost(Kernel(OpSpec("conv", 40, 16, 16, c_out=40, kernel=3), ("n",)))
+    assert cost.source == "predicted" and "conv3x3 32→32" in cost.basis
+    assert 32 * 32 * 0.01 < cost.compute_ms < 48 * 48 * 0.01
+
+
+def test_missing_family_names_the_op_and_what_to_add():
+    rows = [fake_row(OpSpec("conv", 8, 16, 16, c_out=8, kernel=3), 1.0)]
+    from oplat.graph import Kernel
+
+    with pytest.raises(OplatError, match=r'no fp32 depth_to_space ×3 rows.*op = "depth_to_space".*block = 3'):
+        Predictor(rows, source="fake").kernel_cost(Kernel(OpSpec("depth_to_space", 27, 16, 16, block=3), ("d",)))
+
+
+def test_composition_fit_recovers_known_coefficients():
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(10):
+        f = {"compute_ms": rng.uniform(10, 100), "layout_ms": rng.uniform(1, 10), "boundary_melem": rng.uniform(0.5, 5)}
+        samples.append((f, 1.05 * f["compute_ms"] + 0.4 * f["layout_ms"] + 0.8 * f["boundary_melem"] + 0.3))
+    c = fit_composition(samples)
+    assert c.compute == pytest.approx(1.05, rel=1e-6) and c.layout == pytest.approx(0.4, rel=1e-5)
+    assert c.boundary_per_melem_ms == pytest.approx(0.8, rel=1e-5) and c.const_ms == pytest.approx(0.3, rel=1e-4)
+    assert c.fit_mape_pct < 1e-6
+    with pytest.raises(OplatError, match="at least 3"):
+        fit_composition(samples[:2])
+
+
+def test_calibrated_prediction_uses_the_composition():
+    rows = _rows_for(SMALL)
+    comp = {"fp32": Composition(compute=2.0, const_ms=1.0, networks=5, fit_mape_pct=1.0)}
+    pred = Predictor(rows, composition=comp, source="fake").predict(model_from_arch(SMALL))
+    assert pred.calibrated and pred.total_ms == pytest.approx(2 * pred.compute_ms + 1.0)
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory):
+    """A real cpu table holding every kernel of a tiny search space's networks."""
+    space = space_from_dict(
+        {"name": "tiny", "scale": 3, "in_h": 24, "in_w": 32, "depth_min": 1, "depth_max": 3,
+         "channels": [8, 16, 24], "channel_align": 8, "residuals": ["anchor", "none"]}
+    )
+    specs = set()
+    for precision in ("fp32", "int8"):
+        for arch in sample_networks(space, 60, seed=5):
+            specs.update(arch_ops(arch, precision))
+    out = tmp_path_factory.mktemp("t") / "tiny.jsonl"
+    specs = sorted(specs, key=lambda s: s.key)
+    measure_specs(specs, get_device("cpu"), opset="tiny", out=out, policy=TimingPolicy.quick(), progress=False)
+    return space, out
+
+
+def test_calibrate_then_validate_on_real_onnxruntime(small_table):
+    space, table = small_table
+    predictor = Predictor.from_table(table)
+    comps = calibrate(predictor=predictor, device=get_device("cpu"), space=space, precisions=["fp32", "int8"],
+                      networks=4, seed=1000, policy=TimingPolicy.quick(), progress=False)
+    assert set(comps) == {"fp32", "int8"} and all(c.networks == 4 for c in comps.values())
+    stored = json.loads(compose_path(table).read_text())
+    assert set(stored["composition"]) == {"fp32", "int8"} and len(stored["networks"]["fp32"]) == 4
+    again = Predictor.from_table(table)
+    assert again.composition["fp32"] == comps["fp32"]
+    report = validate(predictor=again, device=get_device("cpu"), space=space, precision="fp32",
+                      networks=3, seed=0, policy=TimingPolicy.quick(), progress=False)
+    assert report.calibrated and 1 <= len(report.results) <= 3
+    calibration_archs = {n["arch"] for n in stored["networks"]["fp32"]}
+    assert not calibration_archs & {r.arch for r in report.results}
+    for r in report.results:
+        assert r.predicted_ms > 0 and r.measured_ms > 0 and np.isfinite(r.error_pct)
+        assert r.measured_share == 1.0  # every kernel of these networks is in the table
+    kerr = report.kernel_errors()
+    assert kerr["conv+relu"][1] > 0  # the whole-network profile was attributed to kernels
+
+
+def test_validate_refuses_a_table_of_another_device(small_table, tmp_path):
+    space, table = small_table
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    for row in rows:
+        row["device"]["threads"] = 4
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(OplatError, match="threads=4.*--device"):
+        validate(predictor=Predictor.from_table(other), device=get_device("cpu"), space=space, precision="fp32",
+                 networks=1, policy=TimingPolicy.quick(), progress=False)
+
+
+def test_predict_cli(small_table, cli, tmp_path):
+    space, table = small_table
+    arch = sample_networks(space, 1, seed=3)[0]
+    path = tmp_path / "net.onnx"
+    onnx.save(model_from_arch(arch), path)
+    r = cli("predict", str(path), "--table", str(table))
+    assert r.code == 0, r.err
+    assert "predicted latency:" in r.out and "peak activation memory" in r.out and "measured" in r.out
+    r = cli("predict", str(path), "--table", str(table), "--format", "json")
+    data = json.loads(r.out)
+    assert data["predicted_ms"] > 0 and data["params"] > 0 and data["kernels"][0]["source"] in ("measured", "predicted")
+    assert abs(sum(k["compute_ms"] for k in data["kernels"]) - data["compute_ms"]) < 1e-9
+
+
+def test_predict_cli_bad_inputs(small_table, cli, tmp_path):
+    from conftest import assert_one_line_error
+
+    _, table = small_table
+    big = ArchSpec(scale=2, in_h=24, in_w=32, layers=(Layer(8), Layer(12)))
+    path = tmp_path / "x2.onnx"
+    onnx.save(model_from_arch(big), path)
+    assert_one_line_error(cli("predict", str(path), "--table", str(table)), "concat of 4", "to the op set")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    assert_one_line_error(cli("predict", str(junk), "--table", str(table)), "not a readable ONNX model")
