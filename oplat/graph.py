@@ -32,6 +32,7 @@ class Kernel:
     spec: OpSpec
     nodes: tuple[str, ...]
     note: str = ""  # e.g. an approximation made when mapping the node to an OpSpec
+    after: tuple[str, ...] = ()  # ops of the kernels that produce its inputs (fusion rules)
 
 
 @dataclass
@@ -113,6 +114,15 @@ def net_graph(model: onnx.ModelProto) -> NetGraph:
     def name(node: onnx.NodeProto) -> str:
         return names[id(node)]
 
+    def real_source(tensor: str) -> str:
+        """Follow DequantizeLinear(QuantizeLinear(t)) back to the real-valued tensor t."""
+        for _ in range(4):
+            p = producer.get(tensor)
+            if p is None or p.op_type not in _QDQ:
+                break
+            tensor = p.input[0]
+        return tensor
+
     def is_dequantized(tensor: str) -> bool:
         p = producer.get(tensor)
         return p is not None and p.op_type == "DequantizeLinear" and p.input[0] not in consts
@@ -136,6 +146,7 @@ def net_graph(model: onnx.ModelProto) -> NetGraph:
         return None
 
     kernels: list[Kernel] = []
+    made_by: dict[str, str] = {}  # tensor -> op of the kernel that writes it
     boundary: list[str] = []
     absorbed: set[str] = set()
     real_ops = [n for n in model.graph.node if n.op_type not in _QDQ and n.op_type != "Constant"]
@@ -211,7 +222,11 @@ def net_graph(model: onnx.ModelProto) -> NetGraph:
         else:  # DepthToSpace
             block = _attr(node, "blocksize")
             spec = OpSpec("depth_to_space", c, h, w, n=n_, block=int(block), precision=precision)
-        kernels.append(Kernel(spec, tuple(nodes), note))
+        after = tuple(made_by[t] for t in (real_source(i) for i in acts) if t in made_by)
+        kernels.append(Kernel(spec, tuple(nodes), note, after))
+        last = follow if spec.op == "conv+relu" else node
+        for o in last.output:
+            made_by[o] = spec.op
 
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] in graph_inputs:

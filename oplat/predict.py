@@ -128,8 +128,16 @@ def _position(spec: OpSpec) -> np.ndarray:
 class Predictor:
     """Prices kernels and networks from one latency table (and its composition model)."""
 
-    def __init__(self, rows: Sequence[dict], *, composition: dict[str, Composition] | None = None, source: str = ""):
+    def __init__(
+        self,
+        rows: Sequence[dict],
+        *,
+        composition: dict[str, Composition] | None = None,
+        fusion: dict[str, dict[str, dict]] | None = None,
+        source: str = "",
+    ):
         self.source = source
+        self.fusion = fusion or {}  # precision -> pair ("conv+add") -> verdict (see oplat.fusion)
         self.rows = {r["key"]: r for r in rows if r["status"] == "ok"}
         self.failed = {r["key"]: r for r in rows if r["status"] != "ok"}
         self.composition = composition or {}
@@ -144,15 +152,16 @@ class Predictor:
         table = read_table(path)
         if not table.rows:
             raise OplatError(f"{path}: the table is empty; run `oplat measure` first")
-        comp = {}
+        comp, fusion = {}, {}
         cpath = compose_path(path)
         if cpath.exists():
             try:
                 data = json.loads(cpath.read_text())
                 comp = {p: Composition(**c) for p, c in data["composition"].items()}
+                fusion = data.get("fusion", {})
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise OplatError(f"{cpath}: unreadable composition model ({exc}); delete it and run `oplat calibrate` again") from None
-        return cls(table.rows, composition=comp, source=str(path))
+        return cls(table.rows, composition=comp, fusion=fusion, source=str(path))
 
     # ------------------------------------------------------------------ kernels
     @staticmethod
@@ -175,6 +184,23 @@ class Predictor:
         return None
 
     def kernel_cost(self, kernel: Kernel) -> KernelCost:
+        """The kernel's cost from the table (or predicted), after measured fusion rules."""
+        cost = self._lone_cost(kernel)
+        spec = kernel.spec
+        for producer in set(kernel.after):
+            verdict = self.fusion.get(spec.precision, {}).get(f"{producer.split('+')[0]}+{spec.op}")
+            if verdict and verdict.get("fused"):
+                share = float(verdict["b_share"])
+                return KernelCost(
+                    kernel,
+                    cost.compute_ms * share,
+                    cost.layout_ms * share,
+                    cost.source,
+                    f"{cost.basis}; fused into the preceding {producer} (measured: {100 * share:.0f}% of its lone cost remains)",
+                )
+        return cost
+
+    def _lone_cost(self, kernel: Kernel) -> KernelCost:
         spec = kernel.spec
         found = self._exact(spec)
         if found:

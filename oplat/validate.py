@@ -149,8 +149,14 @@ def calibrate(
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             pass  # rewritten below
+    from oplat.fusion import detect_fusions
+
     result = {}
+    data.setdefault("fusion", {})
     for precision in precisions:
+        verdicts = detect_fusions(device, precision, h=space.in_h, w=space.in_w, policy=policy)
+        data["fusion"][precision] = {k: v.as_dict() for k, v in verdicts.items()}
+        predictor.fusion[precision] = data["fusion"][precision]
         measured = _measure(archs, device, predictor, precision, policy, progress, f"calibrate {precision}")
         comp = fit_composition([(p.features, s["median_ms"]) for p, s, _, _ in measured])
         result[precision] = comp

@@ -204,3 +204,36 @@ def test_predict_cli_bad_inputs(small_table, cli, tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     assert_one_line_error(cli("predict", str(junk), "--table", str(table)), "not a readable ONNX model")
+
+
+def test_pair_model_runs_and_fusion_verdicts_are_measured():
+    import onnxruntime as ort
+
+    from oplat.build import inputs_for
+    from oplat.fusion import detect_fusions, model_from_pair
+
+    a = OpSpec("conv", 8, 16, 16, c_out=8, kernel=3)
+    b = OpSpec("add", 8, 16, 16)
+    model = model_from_pair(a, b)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, inputs_for(model))
+    assert y.shape == (1, 8, 16, 16)
+    verdicts = detect_fusions(get_device("cpu"), "fp32", h=32, w=32, policy=TimingPolicy.quick())
+    assert set(verdicts) == {"conv+relu", "conv+add"}
+    for v in verdicts.values():
+        assert v.a_ms > 0 and v.b_ms > 0 and v.ab_ms > 0 and v.b_share >= 0
+        assert v.as_dict()["fused"] == (v.b_share < 0.5)
+
+
+def test_fused_verdict_discounts_the_add_after_a_conv():
+    rows = _rows_for(SMALL)
+    fusion = {"fp32": {"conv+add": {"fused": True, "b_share": 0.25}}}
+    plain = Predictor(rows, source="fake").predict(model_from_arch(SMALL))
+    fused = Predictor(rows, fusion=fusion, source="fake").predict(model_from_arch(SMALL))
+    add_plain = next(k for k in plain.kernels if k.kernel.spec.op == "add")
+    add_fused = next(k for k in fused.kernels if k.kernel.spec.op == "add")
+    assert set(add_fused.kernel.after) == {"conv", "concat"}
+    assert add_fused.compute_ms == pytest.approx(0.25 * add_plain.compute_ms)
+    assert "fused into the preceding conv" in add_fused.basis
+    concat = next(k for k in fused.kernels if k.kernel.spec.op == "concat")
+    assert concat.compute_ms == next(k for k in plain.kernels if k.kernel.spec.op == "concat").compute_ms
