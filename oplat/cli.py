@@ -36,13 +36,13 @@ def _positive_int(text: str) -> int:
 def _cmd_devices(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from oplat.devices import DEVICES
+    from oplat.devices import all_devices
 
     rows = []
-    for device in DEVICES.values():
+    for device in all_devices().values():
         reason = device.available()
         rows.append([device.name, "available" if reason is None else "missing", reason or device.description])
-    print(tabulate(rows, headers=["Device", "Status", "Details"], tablefmt="simple"))
+    print(tabulate(rows, headers=["Device", "Status", "Details"], tablefmt="simple", maxcolwidths=[None, None, 90]))
     return 0
 
 

@@ -12,7 +12,7 @@ from types import ModuleType
 
 from oplat.errors import OplatError
 
-__all__ = ["Device", "DEVICES", "get_device"]
+__all__ = ["Device", "DEVICES", "all_devices", "file_devices", "get_device"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Device:
 
     def available(self) -> str | None:
         """None when usable; else what is missing and how to install it."""
-        return self.module().available()
+        return self.module().available(self.options)
 
     def require(self) -> ModuleType:
         """The backend module, or an OplatError saying what to install."""
@@ -67,10 +67,35 @@ DEVICES: dict[str, Device] = {
 }
 
 
+def file_devices() -> dict[str, Device]:
+    """Devices described by device files: built-in ones and the user's (see oplat.toolchain)."""
+    from oplat.toolchain.devicefile import list_device_files, load_device_file
+
+    out = {}
+    for name in list_device_files():
+        try:
+            description = load_device_file(name).description
+        except OplatError as exc:
+            description = f"(device file does not load: {exc})"
+        out[name] = Device(name, "toolchain", description, {"device_file": name, "threads": 1})
+    return out
+
+
+def all_devices() -> dict[str, Device]:
+    return {**DEVICES, **file_devices()}
+
+
 def get_device(name: str) -> Device:
-    """Look a device up by name; an unknown name lists the known ones."""
-    try:
+    """Look a device up by name (or a device file path); an unknown name lists the known ones."""
+    if name in DEVICES:
         return DEVICES[name]
-    except KeyError:
-        known = ", ".join(DEVICES)
-        raise OplatError(f"unknown device {name!r}; known devices: {known} (see `oplat devices`)") from None
+    files = file_devices()
+    if name in files:
+        return files[name]
+    if name.endswith(".toml"):
+        from oplat.toolchain.devicefile import load_device_file
+
+        dev = load_device_file(name)
+        return Device(dev.name, "toolchain", dev.description, {"device_file": name, "threads": 1})
+    known = ", ".join([*DEVICES, *files])
+    raise OplatError(f"unknown device {name!r}; known devices: {known} (see `oplat devices`)")

@@ -47,7 +47,7 @@ def default_table_path(device: str, opset: str, results: str | Path = "results")
 
 def fingerprint_for(device: Device) -> dict:
     module = device.require()
-    runtime, version = module.runtime()
+    runtime, version = module.runtime(device.options)
     return environment(
         device=device.name,
         runtime=runtime,

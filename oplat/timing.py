@@ -65,6 +65,9 @@ class Timing:
     inner: int = 1
     runs_per_round: int = 0
     extra_rounds: int = 0
+    #: Set when a sample stands for many runs (a device tool that prints only a summary).
+    runs_total: int | None = None
+    note: str = ""
 
     @property
     def samples_ms(self) -> list[float]:
@@ -85,12 +88,14 @@ class Timing:
         """Row statistics: median/p10/p90/mean/std (ms), runs, rounds, spread."""
         out = stats_ms(self.samples_ms)
         out.update(
-            runs=len(self.samples_ms) * self.inner,
+            runs=self.runs_total if self.runs_total is not None else len(self.samples_ms) * self.inner,
             rounds=len(self.rounds_ms),
             inner=self.inner,
             round_medians_ms=[round(m, 6) for m in self.round_medians_ms],
             spread_pct=round(self.spread_pct, 3),
         )
+        if self.note:
+            out["timing_note"] = self.note
         return out
 
 

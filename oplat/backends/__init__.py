@@ -2,13 +2,15 @@
 
 A backend module provides:
 
-- ``available() -> str | None`` — None when usable, else why not and how to fix it.
-  Cheap: it may look for a module, it never loads a model.
-- ``runtime() -> tuple[str, str]`` — runtime name and version for the fingerprint.
+- ``available(options=None) -> str | None`` — None when usable, else why not and how to
+  fix it. Cheap: it may look for a module or a tool, it never loads a model.
+- ``runtime(options=None) -> tuple[str, str]`` — runtime name and version for the fingerprint.
 - ``open(model, feeds, options) -> Session`` — a context manager; nothing is timed here.
 
 A ``Session`` runs the model once per ``run()`` call on fixed inputs and, where the
 runtime exposes per-node times, ``profile(runs)`` returns a :class:`KernelProfile`.
+A *self-timed* session (a board's CLI tool, a remote agent) has ``time(policy) -> Timing``
+instead of a usable ``run()``: it applies the same policy where the timing happens.
 The timing policy (warm-up, rounds, statistics) is not a backend's business: it lives in
 :mod:`oplat.timing`.
 """

@@ -20,7 +20,7 @@ _HINT = "install it with: pip install 'oplat[openvino]'"
 _PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 
 
-def available() -> str | None:
+def available(options: dict | None = None) -> str | None:
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -28,7 +28,7 @@ def available() -> str | None:
     return None
 
 
-def runtime() -> tuple[str, str]:
+def runtime(options: dict | None = None) -> tuple[str, str]:
     import openvino
 
     return "openvino", openvino.__version__.split("-")[0]

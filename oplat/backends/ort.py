@@ -24,7 +24,7 @@ __all__ = ["available", "runtime", "open"]
 _HINT = "install it with: pip install onnxruntime"
 
 
-def available() -> str | None:
+def available(options: dict | None = None) -> str | None:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -32,7 +32,7 @@ def available() -> str | None:
     return None
 
 
-def runtime() -> tuple[str, str]:
+def runtime(options: dict | None = None) -> tuple[str, str]:
     import onnxruntime
 
     return "onnxruntime", onnxruntime.__version__
