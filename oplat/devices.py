@@ -63,6 +63,12 @@ DEVICES: dict[str, Device] = {
             "OpenVINO CPU plugin, in process, precision set explicitly (f32 by default)",
             {"threads": 1, "precision": "f32"},
         ),
+        Device(
+            "litert",
+            "litert",
+            "LiteRT (XNNPACK CPU), in process, on the .tflite oplat writes from the ONNX model (NHWC)",
+            {"threads": 1},
+        ),
     )
 }
 

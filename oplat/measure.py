@@ -77,7 +77,15 @@ def _base_row(spec: OpSpec, opset: str, fingerprint: dict) -> dict:
 def _failure_row(base: dict, status: str, exc: BaseException) -> dict:
     text = str(exc).strip().splitlines()
     message = f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
-    return {**base, "status": status, "message": message}
+    row = {**base, "status": status, "message": message}
+    # Toolchain failures carry the command line and the tail of its output.
+    if getattr(exc, "argv", None):
+        import shlex
+
+        row["command"] = shlex.join(exc.argv)
+    if getattr(exc, "output_tail", None):
+        row["output_tail"] = exc.output_tail
+    return row
 
 
 def _ok_row(base: dict, timing: Timing, policy: TimingPolicy, profile) -> dict:

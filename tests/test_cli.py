@@ -134,6 +134,7 @@ def test_help_and_devices_work_without_runtimes():
     assert result.returncode == 0, result.stderr
     assert "measure" in result.stdout
     assert "pip install onnxruntime" in result.stdout and "pip install 'oplat[openvino]'" in result.stdout
+    assert "pip install 'oplat[litert]'" in result.stdout
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -727,3 +727,85 @@ def test_litert_benchmark_end_to_end(tmp_path):
     assert timing.runs == 20 and timing.extra["warmup_runs"] == 2
     assert timing.mean_ms > 0 and timing.median_ms is not None and timing.init_ms > 0
     assert timing.extra["fully_accelerated"] is True
+
+
+# ---------------------------------------------------------------- device files as oplat devices
+def _tiny_opset(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text('name = "tiny"\nprecisions = ["int8"]\nhw = [[16, 16]]\n[[entry]]\nop = "conv+relu"\nkernel = 3\nchannels = [8, 16]\n')
+    return path
+
+
+def test_measure_on_dolphin_through_the_whole_toolchain(fake_bin, tmp_path, monkeypatch, capsys):
+    """`oplat measure --device dolphin`: compile, push over adb, synap_cli, parse, table rows."""
+    from oplat.cli import main
+    from oplat.table import read_table
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    _script(fake_bin, "synap", FAKE_SYNAP, keep=keep)
+    monkeypatch.setenv("OPLAT_REMOTE_DIR", str(tmp_path / "board"))
+    monkeypatch.setenv("OPLAT_COMPILE_DIR", str(tmp_path / "compile"))
+    out = tmp_path / "dolphin.jsonl"
+    code = main(["measure", "--device", "dolphin", "--opset", str(_tiny_opset(tmp_path)), "--out", str(out),
+                 "--quick-policy", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    rows = read_table(out).rows
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    for row in rows:
+        assert row["device"]["runtime"] == "toolchain:dolphin"
+        # samples are synap_cli's per-run "Predict #i" lines (1.0 + 0.1·i ms after warm-up)
+        assert 1.0 <= row["median_ms"] < 5.0 and row["rounds"] >= 3
+    assert list((tmp_path / "board").iterdir()) == []
+
+
+def test_board_failing_mid_run_gives_an_error_row_and_the_run_goes_on(fake_bin, tmp_path, monkeypatch):
+    from oplat.devices import get_device
+    from oplat.measure import measure_specs
+    from oplat.opset import load_opset
+    from oplat.table import read_table
+    from oplat.timing import TimingPolicy
+
+    _script(fake_bin, "synap", FAKE_SYNAP, keep=tmp_path)
+    _script(fake_bin, "synap_cli", "#!{py}\nimport sys\nprint('segfault in driver'); sys.exit(139)\n")
+    monkeypatch.setenv("OPLAT_REMOTE_DIR", str(tmp_path / "board"))
+    out = tmp_path / "d.jsonl"
+    summary = measure_specs(load_opset(str(_tiny_opset(tmp_path))).specs, get_device("dolphin"), opset="tiny",
+                            out=out, policy=TimingPolicy.quick(), progress=False)
+    rows = read_table(out).rows
+    assert summary.errors == 2 and len(rows) == 2
+    for row in rows:
+        assert row["status"] == "error" and "run failed" in row["message"]
+        assert "synap_cli -m" in row["command"] and "segfault in driver" in row["output_tail"]
+
+
+def test_dolphin_without_a_board_says_what_is_missing_in_one_line(tmp_path, monkeypatch, capsys):
+    from oplat.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no synap, no adb
+    code = main(["measure", "--device", "dolphin", "--opset", "quick", "--out", str(tmp_path / "d.jsonl")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "synap not on PATH" in err and "adb not on PATH" in err
+    assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_openvino_benchmark_app_device_agrees_with_in_process_openvino(tmp_path):
+    """The same conv through benchmark_app (toolchain path) and in-process OpenVINO."""
+    pytest.importorskip("openvino")
+    from oplat.devices import get_device
+    from oplat.measure import measure_specs
+    from oplat.spec import OpSpec
+    from oplat.table import read_table
+    from oplat.timing import TimingPolicy
+
+    spec = OpSpec("conv", 32, 128, 128, c_out=32, kernel=3)
+    medians = {}
+    for name in ("openvino-benchmark-app", "openvino"):
+        out = tmp_path / f"{name}.jsonl"
+        measure_specs([spec], get_device(name), opset="t", out=out, policy=TimingPolicy.quick(), progress=False)
+        row = read_table(out).rows[0]
+        assert row["status"] == "ok", row.get("message")
+        medians[name] = row["median_ms"]
+    ratio = medians["openvino-benchmark-app"] / medians["openvino"]
+    assert 0.5 < ratio < 2.0, medians  # same runtime, same settings: far closer in practice (see benchmarks)
