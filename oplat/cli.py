@@ -329,6 +329,25 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- agent
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from oplat.agent import run_agent
+
+    return run_agent(
+        args.host,
+        args.port,
+        args.token,
+        args.device,
+        threads=args.threads,
+        precision=args.infer_precision,
+        max_request_bytes=args.max_request_mib << 20,
+        max_runs=args.max_runs,
+        max_seconds=args.max_seconds,
+        read_timeout_s=args.read_timeout_s,
+        quiet=args.quiet,
+    )
+
+
 # ---------------------------------------------------------------------------- parser
 def _parser() -> argparse.ArgumentParser:
     from oplat.render import FORMATS
@@ -389,6 +408,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=_positive_int, help="intra-op threads (must match the table's)")
         p.add_argument("--results", default="results", help="results folder (default: results)")
         p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("agent", help="serve measurements to a host over the network (run it on the board)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    p.add_argument("--token", help="shared secret every request must carry (default: $OPLAT_AGENT_TOKEN; required)")
+    p.add_argument("--device", default="cpu", help="device measured on (see `oplat devices`; default: cpu)")
+    p.add_argument("--threads", type=_positive_int, help="intra-op threads (default: the device's, 1)")
+    p.add_argument("--infer-precision", choices=["f32", "bf16", "f16"], help="OpenVINO inference precision")
+    p.add_argument("--max-request-mib", type=_positive_int, default=64, help="largest request body in MiB (default: 64)")
+    p.add_argument("--max-runs", type=_positive_int, default=100000, help="most timing samples per request (default: 100000)")
+    p.add_argument("--max-seconds", type=float, default=300.0, help="longest estimated measurement per request (default: 300)")
+    p.add_argument("--read-timeout-s", type=float, default=30.0, help="drop a request that stalls this long (default: 30)")
+    p.add_argument("--quiet", action="store_true", help="no per-request log lines on stderr")
     return parser
 
 
@@ -399,6 +431,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "predict": _cmd_predict,
     "calibrate": _cmd_calibrate,
     "validate": _cmd_validate,
+    "agent": _cmd_agent,
 }
 
 

@@ -87,6 +87,14 @@ def file_devices() -> dict[str, Device]:
     return out
 
 
+def _remote_device(name: str) -> Device:
+    """``remote:HOST:PORT``: an ``oplat agent`` on a board (token in OPLAT_AGENT_TOKEN)."""
+    host, _, port = name[len("remote:") :].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise OplatError(f"device {name!r} must look like remote:HOST:PORT, e.g. remote:192.0.2.7:8765")
+    return Device(name, "remote", f"oplat agent at {host}:{port}", {"url": f"http://{host}:{port}", "threads": 1})
+
+
 def all_devices() -> dict[str, Device]:
     return {**DEVICES, **file_devices()}
 
@@ -95,6 +103,8 @@ def get_device(name: str) -> Device:
     """Look a device up by name (or a device file path); an unknown name lists the known ones."""
     if name in DEVICES:
         return DEVICES[name]
+    if name.startswith("remote:"):
+        return _remote_device(name)
     files = file_devices()
     if name in files:
         return files[name]

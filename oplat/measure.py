@@ -47,6 +47,10 @@ def default_table_path(device: str, opset: str, results: str | Path = "results")
 
 def fingerprint_for(device: Device) -> dict:
     module = device.require()
+    if hasattr(module, "remote_fingerprint"):
+        # The machine that times is the agent's board, not this host: record its fingerprint.
+        theirs = module.remote_fingerprint(device.options)
+        return {**theirs, "name": device.name, "agent_device": theirs.get("name")}
     runtime, version = module.runtime(device.options)
     return environment(
         device=device.name,
@@ -159,7 +163,10 @@ def _measure_batch(
             timings = []
             for i, base, session in open_sessions:
                 try:
-                    timings.append(time_interleaved([session.run], policy)[0])
+                    if hasattr(session, "time"):
+                        timings.append(session.time(policy))
+                    else:
+                        timings.append(time_interleaved([session.run], policy)[0])
                 except Exception as exc:
                     rows[i] = _failure_row(base, "error", exc)
                     timings.append(None)
