@@ -329,6 +329,121 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- search
+def _parse_hw(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise OplatError(f"input size {text!r} must look like HxW, e.g. 360x640")
+    return int(parts[0]), int(parts[1])
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import re
+    from dataclasses import replace
+
+    from oplat.measure import default_table_path
+    from oplat.predict import Predictor
+    from oplat.search import run_search
+    from oplat.space import load_space
+    from oplat.units import parse_duration_ms
+
+    budget_ms = parse_duration_ms(args.budget)
+    space = load_space(args.space)
+    changes = {}
+    if args.scale is not None and args.scale != space.scale:
+        changes["scale"] = args.scale
+    if args.input:
+        changes["in_h"], changes["in_w"] = _parse_hw(args.input)
+    if changes:
+        try:
+            space = replace(space, **changes)
+        except (TypeError, ValueError) as exc:
+            raise OplatError(f"search space {space.name} cannot take {changes}: {exc}") from None
+    device = None
+    if args.device:
+        from oplat.devices import get_device
+
+        device = get_device(args.device).with_options(threads=args.threads)
+        device.require()
+    table = args.table or (str(default_table_path(device.name, "sr-core", args.results)) if device else None)
+    if table is None:
+        raise OplatError("give --table (a latency table) or --device (to measure what the table lacks)")
+    if device is not None and not Path(table).exists():
+        predictor = Predictor([], source=table)
+    else:
+        predictor = Predictor.from_table(table)
+        if device is not None:
+            from oplat.validate import check_table_device
+
+            check_table_device(predictor, device)
+    name = args.name or f"{space.name}-x{space.scale}-{space.in_h}x{space.in_w}-{args.precision}-{budget_ms:g}ms"
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise OplatError(f"study name {name!r} may hold letters, digits, '.', '_' and '-' only")
+    try:
+        result = run_search(
+            space=space,
+            predictor=predictor,
+            budget_ms=budget_ms,
+            precision=args.precision,
+            trials=args.trials,
+            name=name,
+            out_dir=Path(args.results) / "search" / name,
+            storage=args.storage,
+            seed=args.seed,
+            pareto=args.pareto,
+            device=device,
+            table_path=table,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(f"oplat: interrupted; finished trials are in the study. Run the same command again to resume.", file=sys.stderr)
+        return 130
+    print(result.summary())
+    return 0
+
+
+# ---------------------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from oplat.build import model_from_op
+    from oplat.opset import load_opset
+    from oplat.spec import PRECISIONS
+
+    formats = _csv_list(args.format)
+    bad = [f for f in formats if f not in ("onnx", "tflite")]
+    if bad:
+        raise OplatError(f"unknown format {', '.join(bad)}; choose onnx, tflite or both (onnx,tflite)")
+    precisions = _csv_list(args.precision) if args.precision else None
+    if precisions and any(p not in PRECISIONS for p in precisions):
+        raise OplatError(f"unknown precision in {args.precision!r}; known: {', '.join(PRECISIONS)}")
+    if "tflite" in formats:
+        from oplat.tflite import tflite_from_onnx
+    opset = load_opset(args.opset, precisions=precisions)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OplatError(f"cannot create {out} ({exc.strerror}); choose another --out") from None
+    index = []
+    for spec in tqdm(opset.specs, unit="op", file=sys.stderr, disable=args.no_progress, desc="export"):
+        stem = spec.label().replace(" ", "_").replace("→", "-").replace("×", "x").replace("+", "_")
+        model = model_from_op(spec)
+        files = []
+        if "onnx" in formats:
+            (out / f"{stem}.onnx").write_bytes(model.SerializeToString())
+            files.append(f"{stem}.onnx")
+        if "tflite" in formats:
+            (out / f"{stem}.tflite").write_bytes(tflite_from_onnx(model))
+            files.append(f"{stem}.tflite")
+        index.append({"key": spec.key, "label": spec.label(), "files": files})
+    import json
+
+    (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
+    print(f"wrote {len(index)} entries ({', '.join(formats)}) to {out}; index.json maps keys to files")
+    return 0
+
+
 # ---------------------------------------------------------------------------- agent
 def _cmd_agent(args: argparse.Namespace) -> int:
     from oplat.agent import run_agent
@@ -409,6 +524,30 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--results", default="results", help="results folder (default: results)")
         p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("search", help="search plain INT8-friendly SR networks within a latency budget; emit ONNX")
+    p.add_argument("--budget", required=True, help="latency budget: 40ms, 40 ms or 0.04s")
+    p.add_argument("--table", help="latency table of the target (default with --device: results/<device>/sr-core.jsonl)")
+    p.add_argument("--device", help="measure missing table entries on the fly and the winner end to end")
+    p.add_argument("--space", default="abpn", help="search space name or .toml path (default: abpn)")
+    p.add_argument("--scale", type=int, choices=[2, 3, 4], help="upscaling factor (default: the space's)")
+    p.add_argument("--input", help="LR input size HxW (default: the space's, e.g. 360x640)")
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32"], help="which network the budget constrains (default: int8)")
+    p.add_argument("--trials", type=_positive_int, default=200, help="total trials the study should reach (default: 200)")
+    p.add_argument("--name", help="study name: results/search/NAME/ (default: from space, scale, input, precision, budget)")
+    p.add_argument("--storage", help="Optuna storage URL (e.g. postgresql://…) for many workers; default: a journal file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pareto", action="store_true", help="two objectives: latency and the capacity proxy; pareto.csv holds the front")
+    p.add_argument("--threads", type=_positive_int, help="intra-op threads for --device (must match the table's)")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("export", help="write an op set's one-op models as ONNX and/or .tflite (NHWC) files")
+    p.add_argument("--opset", default="sr-core", help="built-in op set name or a .toml path (default: sr-core)")
+    p.add_argument("--format", default="onnx", help="onnx, tflite or onnx,tflite (default: onnx)")
+    p.add_argument("--precision", help="comma list of precisions (default: the op set's)")
+    p.add_argument("--out", required=True, help="folder to write to")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("agent", help="serve measurements to a host over the network (run it on the board)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
@@ -432,6 +571,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "calibrate": _cmd_calibrate,
     "validate": _cmd_validate,
     "agent": _cmd_agent,
+    "export": _cmd_export,
+    "search": _cmd_search,
 }
 
 

@@ -192,3 +192,22 @@ def test_interrupt_says_how_to_continue(tmp_path):
     assert proc.returncode == 130
     assert "Run the same command again to continue" in err and "Traceback" not in err
     assert len(out.read_text().splitlines()) >= 2
+
+
+def test_export_writes_onnx_and_tflite_that_run(cli, tmp_path):
+    import onnx
+
+    opset = write_opset(tmp_path / "tiny.toml", TINY, precisions='["fp32", "int8"]')
+    out = tmp_path / "models"
+    r = cli("export", "--opset", str(opset), "--format", "onnx,tflite", "--out", str(out), "--no-progress")
+    assert r.code == 0, r.err
+    index = json.loads((out / "index.json").read_text())
+    assert len(index) == 6 and all(len(e["files"]) == 2 for e in index)
+    for entry in index:
+        onnx.checker.check_model(onnx.load(out / entry["files"][0]), full_check=True)
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    for entry in index:
+        interp = litert.Interpreter(model_path=str(out / entry["files"][1]))
+        interp.allocate_tensors()
+        interp.invoke()
+    assert_one_line_error(cli("export", "--opset", str(opset), "--format", "pb", "--out", str(out)), "unknown format pb")
