@@ -15,7 +15,7 @@ import json
 import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -78,6 +78,8 @@ class NetworkResult:
     p90_ms: float
     measured_share: float
     by_kernel: dict  # op -> (predicted compute ms, profiled ms)
+    arch_spec: dict = None  # the ArchSpec as data, so predictions can be recomputed offline
+    features: dict = None  # the composition features of the prediction
 
     @property
     def error_pct(self) -> float:
@@ -247,6 +249,8 @@ def validate(
             p90_ms=s["p90_ms"],
             measured_share=p.measured_share,
             by_kernel=_by_kernel_type(p, prof),
+            arch_spec=asdict(arch),
+            features=p.features,
         )
         for p, s, prof, arch in measured
     ]
