@@ -396,7 +396,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except KeyboardInterrupt:
-        print(f"oplat: interrupted; finished trials are in the study. Run the same command again to resume.", file=sys.stderr)
+        print("oplat: interrupted; finished trials are in the study. Run the same command again to resume.", file=sys.stderr)
         return 130
     print(result.summary())
     return 0
@@ -404,8 +404,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from oplat.build import model_from_op
     from oplat.opset import load_opset
     from oplat.spec import PRECISIONS
@@ -426,17 +424,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise OplatError(f"cannot create {out} ({exc.strerror}); choose another --out") from None
     index = []
-    for spec in tqdm(opset.specs, unit="op", file=sys.stderr, disable=args.no_progress, desc="export"):
-        stem = spec.label().replace(" ", "_").replace("→", "-").replace("×", "x").replace("+", "_")
-        model = model_from_op(spec)
-        files = []
-        if "onnx" in formats:
-            (out / f"{stem}.onnx").write_bytes(model.SerializeToString())
-            files.append(f"{stem}.onnx")
-        if "tflite" in formats:
-            (out / f"{stem}.tflite").write_bytes(tflite_from_onnx(model))
-            files.append(f"{stem}.tflite")
-        index.append({"key": spec.key, "label": spec.label(), "files": files})
+    from oplat.progress import progress_bar
+
+    with progress_bar(total=len(opset.specs), unit="op", desc="export", enabled=not args.no_progress) as bar:
+        for spec in opset.specs:
+            bar.update(1)
+            stem = spec.label().replace(" ", "_").replace("→", "-").replace("×", "x").replace("+", "_")
+            model = model_from_op(spec)
+            files = []
+            if "onnx" in formats:
+                (out / f"{stem}.onnx").write_bytes(model.SerializeToString())
+                files.append(f"{stem}.onnx")
+            if "tflite" in formats:
+                (out / f"{stem}.tflite").write_bytes(tflite_from_onnx(model))
+                files.append(f"{stem}.tflite")
+            index.append({"key": spec.key, "label": spec.label(), "files": files})
     import json
 
     (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))

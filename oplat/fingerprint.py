@@ -8,7 +8,7 @@ import platform
 
 import oplat
 
-__all__ = ["cpu_model", "environment"]
+__all__ = ["cpu_model", "environment", "setup_diff"]
 
 
 @functools.cache
@@ -38,3 +38,11 @@ def environment(*, device: str, runtime: str, runtime_version: str, threads: int
         "python": platform.python_version(),
         "oplat_version": oplat.__version__,
     }
+
+
+def setup_diff(theirs: dict, ours: dict, fields) -> tuple[str, str] | None:
+    """Where two fingerprints differ in ``fields``: ("f=a, …", "f=b, …"), or None."""
+    diff = [f for f in fields if theirs.get(f) != ours.get(f)]
+    if not diff:
+        return None
+    return ", ".join(f"{f}={theirs.get(f)!r}" for f in diff), ", ".join(f"{f}={ours.get(f)!r}" for f in diff)

@@ -9,7 +9,6 @@ as soon as the batch is done, each flushed and fsynced.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from oplat.backends import Unsupported
 from oplat.build import inputs_for, model_from_op
 from oplat.devices import Device
 from oplat.errors import OplatError
-from oplat.fingerprint import environment
+from oplat.fingerprint import environment, setup_diff
+from oplat.progress import progress_bar
 from oplat.spec import OpSpec
 from oplat.table import SCHEMA_VERSION, TableWriter, read_table
 from oplat.timing import Timing, TimingPolicy, time_interleaved
@@ -117,11 +117,9 @@ _SETUP_FIELDS = ("name", "runtime", "runtime_version", "threads", "options", "cp
 def _check_same_setup(path: Path, rows, fingerprint: dict) -> None:
     """Refuse to mix rows measured under another setup into one table."""
     for row in rows:
-        theirs = row["device"]
-        diff = [f for f in _SETUP_FIELDS if theirs.get(f) != fingerprint.get(f)]
+        diff = setup_diff(row["device"], fingerprint, _SETUP_FIELDS)
         if diff:
-            was = ", ".join(f"{f}={theirs.get(f)!r}" for f in diff)
-            now = ", ".join(f"{f}={fingerprint.get(f)!r}" for f in diff)
+            was, now = diff
             raise OplatError(
                 f"{path} was measured with {was}; this run has {now}. "
                 "Write to another table with --out (or move the old one away) so setups do not mix"
@@ -198,8 +196,6 @@ def measure_specs(
     on_row: Callable[[dict], None] | None = None,
 ) -> MeasureSummary:
     """Measure ``specs`` on ``device``, appending rows to the table at ``out``."""
-    from tqdm import tqdm
-
     policy = policy or TimingPolicy()
     module = device.require()
     out = Path(out)
@@ -216,14 +212,8 @@ def measure_specs(
     fingerprint = fingerprint_for(device)
     _check_same_setup(out, done.values(), fingerprint)
     counts = {"measured": 0, "error": 0, "unsupported": 0, "noisy": 0}
-    with TableWriter(out) as writer, tqdm(
-        total=len(specs),
-        initial=already,
-        unit="op",
-        desc=f"{device.name} {opset}",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
+    with TableWriter(out) as writer, progress_bar(
+        total=len(specs), initial=already, unit="op", desc=f"{device.name} {opset}", enabled=progress
     ) as bar:
         for start in range(0, len(pending), batch):
             chunk = pending[start : start + batch]

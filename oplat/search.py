@@ -59,7 +59,6 @@ import csv
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -73,6 +72,7 @@ import networkx as nx
 import oplat
 from oplat.arch import ArchSpec, arch_ops, calibration_images, convs, describe, macs, model_from_arch, params, quantize_qdq
 from oplat.devices import Device
+from oplat.progress import progress_bar
 from oplat.errors import OplatError, warn
 from oplat.graph import Kernel, NetGraph
 from oplat.predict import Prediction, Predictor
@@ -552,8 +552,6 @@ def _search_loop(
 ) -> _Loop:
     import optuna
     from optuna.trial import TrialState
-    from tqdm import tqdm
-
     out_dir.mkdir(parents=True, exist_ok=True)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -621,14 +619,8 @@ def _search_loop(
             ms, q = t.user_attrs.get("predicted_ms"), t.user_attrs.get("quality_proxy")
             if ms is not None and q is not None and ms <= budget_ms and q > best["q"]:
                 best.update(q=q, ms=ms)
-        with tqdm(
-            total=trials,
-            initial=min(done, trials),
-            unit="trial",
-            desc=f"search {name}",
-            file=sys.stderr,
-            disable=not progress,
-            dynamic_ncols=True,
+        with progress_bar(
+            total=trials, initial=min(done, trials), unit="trial", desc=f"search {name}", enabled=progress
         ) as bar:
 
             if best["q"] > -math.inf:
@@ -746,6 +738,8 @@ class SearchResult:
     trials_run: int
     elapsed_s: float
     measured_rows: int = 0
+    best_tflite: Path | None = None  # INT8 .tflite (NHWC), when LiteRT is installed
+    tflite_note: str = ""
 
     @property
     def trials_per_s(self) -> float:
@@ -774,7 +768,10 @@ class SearchResult:
             + (f", {self.trials_per_s:.0f}/s" if self.trials_run else "")
             + ")"
         )
-        lines.append(f"  wrote {self.best_onnx}, {self.best_int8_onnx}, {self.report}, {self.pareto_csv}")
+        tfl = f", {self.best_tflite}" if self.best_tflite else ""
+        lines.append(f"  wrote {self.best_onnx}, {self.best_int8_onnx}{tfl}, {self.report}, {self.pareto_csv}")
+        if self.tflite_note:
+            lines.append(f"  {self.tflite_note}")
         return "\n".join(lines)
 
 
@@ -794,6 +791,39 @@ def _run_once(model, arch: ArchSpec) -> None:
     want = (1, _C_IN, arch.out_h, arch.out_w)
     if tuple(y.shape) != want or not np.all(np.isfinite(y)):
         raise RuntimeError(f"emitted network gives output {y.shape} (finite: {np.all(np.isfinite(y))}), expected {want}")
+
+
+def _emit_tflite(int8_model, arch: ArchSpec, path: Path) -> tuple[Path | None, str]:
+    """Write the INT8 network as ``.tflite`` (NHWC, full-integer inside, float I/O) and
+    check it: LiteRT's output must match onnxruntime's on the same image within two
+    output quantization steps. Returns (path or None, a note for the report)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        from oplat.tflite import onnx_like_output, tflite_feeds, tflite_from_onnx
+    except ImportError:
+        return None, "best.tflite not written: LiteRT is not installed (pip install 'oplat[litert]')"
+    data = tflite_from_onnx(int8_model)
+    x = calibration_images(arch.in_h, arch.in_w, 1, seed=2)[0]
+    session = ort.InferenceSession(int8_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    (want,) = session.run(None, {name: x})
+    interp = Interpreter(model_content=data, num_threads=1)
+    interp.allocate_tensors()
+    feeds = tflite_feeds({name: x})
+    for detail in interp.get_input_details():
+        interp.set_tensor(detail["index"], next(iter(feeds.values())))
+    interp.invoke()
+    got = onnx_like_output(interp.get_tensor(interp.get_output_details()[0]["index"]))
+    step = 1.0 / 255.0  # the output is the [0, 1] image in uint8 steps
+    worst = float(np.max(np.abs(got - want)))
+    if got.shape != want.shape or worst > 2.5 * step:
+        raise RuntimeError(f"best.tflite disagrees with best.int8.onnx (shape {got.shape}, max diff {worst:.4g})")
+    path.write_bytes(data)
+    return path, f"best.tflite: INT8, NHWC; matches best.int8.onnx within {worst / step:.1f} output steps in LiteRT"
 
 
 def _predict_model(predictor: Predictor, model) -> tuple[Prediction | None, str]:
@@ -846,6 +876,7 @@ def _write_report(
     networks_feasible: int,
     storage_text: str,
     pareto: bool,
+    tflite_note: str = "",
 ) -> None:
     from tabulate import tabulate
 
@@ -932,6 +963,7 @@ def _write_report(
         "## Files",
         "",
         "- `best.onnx`: FP32, opset 17; `best.int8.onnx`: QDQ (uint8 activations, int8 per-channel weights).",
+        f"- {tflite_note}" if tflite_note else "",
         "- `pareto.csv`: the latency / quality front of all completed trials (predicted latency, the capacity proxy).",
         "- oplat metadata (`oplat.*`) is in each file's `metadata_props`.",
         "",
@@ -1074,6 +1106,8 @@ def _emit(
         _run_once(model, arch)
         onnx.save(model, str(paths[prec]))
 
+    best_tflite, tflite_note = _emit_tflite(int8_model, arch, out_dir / "best.tflite")
+
     front = _pareto_front(done)
     report = out_dir / "report.md"
     pareto_csv = out_dir / "pareto.csv"
@@ -1097,6 +1131,7 @@ def _emit(
         networks_feasible=len(feasible),
         storage_text=loop.storage_text,
         pareto=pareto,
+        tflite_note=tflite_note,
     )
     return SearchResult(
         name=name,
@@ -1129,6 +1164,8 @@ def _emit(
         trials_run=loop.trials_run,
         elapsed_s=loop.elapsed_s,
         measured_rows=prices.measured_rows,
+        best_tflite=best_tflite,
+        tflite_note=tflite_note,
     )
 
 

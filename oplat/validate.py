@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
 from oplat.devices import Device
 from oplat.errors import OplatError
+from oplat.fingerprint import setup_diff
 from oplat.measure import fingerprint_for, time_network
+from oplat.progress import progress_bar
 from oplat.predict import Composition, Prediction, Predictor, compose_path, fit_composition
 from oplat.timing import TimingPolicy
 
@@ -56,12 +56,9 @@ def network_model(arch, precision: str):
 
 def check_table_device(predictor: Predictor, device: Device) -> None:
     """Refuse a table measured on another device (or setup) than ``device``."""
-    theirs = predictor.device
-    ours = fingerprint_for(device)
-    diff = [k for k in ("name", "runtime", "threads", "cpu") if theirs.get(k) != ours.get(k)]
+    diff = setup_diff(predictor.device, fingerprint_for(device), ("name", "runtime", "threads", "cpu"))
     if diff:
-        was = ", ".join(f"{k}={theirs.get(k)!r}" for k in diff)
-        now = ", ".join(f"{k}={ours.get(k)!r}" for k in diff)
+        was, now = diff
         raise OplatError(
             f"table {predictor.source} was measured with {was} but --device gives {now}; "
             "use that device's table or measure one with `oplat measure`"
@@ -84,12 +81,6 @@ class NetworkResult:
     @property
     def error_pct(self) -> float:
         return 100.0 * (self.predicted_ms - self.measured_ms) / self.measured_ms
-
-
-def _bar(total: int, desc: str, progress: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="net", file=sys.stderr, disable=not progress, dynamic_ncols=True)
 
 
 _SUFFIX = re.compile(r"(_nchwc|_token_\d+)+$")
@@ -118,7 +109,7 @@ def _by_kernel_type(pred: Prediction, profile) -> dict:
 
 def _measure(archs, device, predictor, precision, policy, progress, desc) -> list[tuple[Prediction, dict, object, object]]:
     out = []
-    with _bar(len(archs), desc, progress) as bar:
+    with progress_bar(total=len(archs), desc=desc, unit="net", enabled=progress) as bar:
         for arch in archs:
             model = network_model(arch, precision)
             pred = predictor.predict(model)

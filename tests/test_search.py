@@ -614,3 +614,10 @@ def test_search_cli_refuses_a_table_from_another_device(tmp_path, space, capsys)
                  "--results", str(tmp_path / "r"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "name='openvino'" in err and "--device" in err
+
+
+def test_best_tflite_is_written_and_checked(searched) -> None:
+    pytest.importorskip("ai_edge_litert")
+    assert searched.best_tflite is not None and searched.best_tflite.exists()
+    assert "matches best.int8.onnx" in searched.tflite_note
+    assert "best.tflite" in searched.report.read_text()
