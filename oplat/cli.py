@@ -164,13 +164,13 @@ def prediction_text(pred, *, fmt: str = "github") -> str:
         c = pred.composition
         how = (
             f"calibrated on {c.networks} measured networks (fit error {c.fit_mape_pct:.1f}%): "
-            f"{c.compute:.3f}×compute + {c.layout:.3f}×layout + {c.boundary_per_melem_ms:.3f} ms/Melem boundary "
+            f"{c.compute:.3f}×compute + {c.boundary_per_melem_ms:.3f} ms/Melem boundary "
             f"+ {c.const_ms:.3f} ms"
         )
     else:
         how = "UNCALIBRATED: plain sum of per-kernel compute times (run `oplat calibrate` to fit the composition)"
     lines = [
-        f"predicted latency: {pred.total_ms:.2f} ms  ({how})",
+        f"predicted latency ({pred.stat}): {pred.total_ms:.2f} ms  ({how})",
         f"sum of kernel compute {pred.compute_ms:.2f} ms, lone-op layout {pred.layout_ms:.2f} ms, "
         f"{sum(k.source == 'measured' for k in pred.kernels)}/{len(pred.kernels)} kernels measured, the rest PREDICTED",
         "",
@@ -182,7 +182,7 @@ def prediction_text(pred, *, fmt: str = "github") -> str:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from oplat.predict import Predictor
 
-    predictor = Predictor.from_table(args.table)
+    predictor = Predictor.from_table(args.table, stat=args.stat)
     model = _load_onnx(args.model)
     pred = predictor.predict(model)
     net = pred.net
@@ -195,6 +195,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     "model": args.model,
                     "table": args.table,
                     "predicted_ms": pred.total_ms,
+                    "stat": pred.stat,
                     "calibrated": pred.calibrated,
                     "compute_ms": pred.compute_ms,
                     "layout_ms": pred.layout_ms,
@@ -226,6 +227,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+STAT_HELP = (
+    "statistic predictions are made on and networks compared on: p10 (steady on a shared host, "
+    "default) or median (default: the one the table's composition was fitted on)"
+)
+
 FORMATS_TABULATE = {"terminal": "simple", "markdown": "pipe", "github": "github"}
 
 
@@ -243,7 +249,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from oplat.space import load_space
     from oplat.validate import calibrate
 
-    predictor = Predictor.from_table(args.table)
+    predictor = Predictor.from_table(args.table, stat=args.stat)
     device = _device_for_table(args)
     space = load_space(args.space)
     comps = calibrate(
@@ -257,9 +263,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     )
     for precision, c in comps.items():
         print(
-            f"{precision}: total = {c.compute:.3f}×compute + {c.layout:.3f}×layout + "
+            f"{precision} ({predictor.stat}): total = {c.compute:.3f}×compute + "
             f"{c.boundary_per_melem_ms:.3f} ms/Melem boundary + {c.const_ms:.3f} ms "
-            f"(fitted on {c.networks} networks, fit error {c.fit_mape_pct:.1f}%)"
+            f"(fitted on {c.networks} networks: fit error {c.fit_mape_pct:.1f}%, leave-one-out {c.loo_mape_pct:.1f}%)"
         )
     print(f"wrote {compose_path(args.table)}")
     return 0
@@ -274,7 +280,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from oplat.space import load_space
     from oplat.validate import validate
 
-    predictor = Predictor.from_table(args.table)
+    predictor = Predictor.from_table(args.table, stat=args.stat)
     device = _device_for_table(args)
     space = load_space(args.space)
     out_dir = Path(args.results) / "validate" / device.name
@@ -293,6 +299,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"## {device.name} {precision}: {n} random {space.name} networks, table {args.table}"
             + ("" if report.calibrated else " (UNCALIBRATED predictions)"),
             "",
+            f"statistic: {report.stat} of the wall time (prediction and measurement alike); "
+            f"networks sampled with seed {args.seed}, none of them used for calibration",
+            "",
             f"within ±5%: {report.share_within(5):.0f}%   within ±10%: {report.share_within(10):.0f}%   "
             f"mean |error|: {report.mape_pct:.1f}%",
             "",
@@ -308,7 +317,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if any(m for _, m, _ in kerr.values()):
             lines += [
                 "",
-                "error by kernel type (predicted compute vs the runtime's per-node profile of the whole networks):",
+                "error by kernel type (predicted compute vs the runtime's per-node profile of the whole networks, "
+                "profile medians; (boundary) is the composition's boundary + constant term vs the profiled "
+                "reorders and unattributed nodes):",
                 tabulate(
                     [[op, f"{p:.1f}", f"{m:.1f}", f"{e:+.1f}"] for op, (p, m, e) in sorted(kerr.items())],
                     headers=["Kernel type", "Predicted [ms]", "Profiled [ms]", "Error [%]"],
@@ -510,6 +521,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="ONNX file (FP32 or QDQ INT8)")
     p.add_argument("--table", required=True, help="latency table (.jsonl) of the target device")
     p.add_argument("--format", default="terminal", choices=["terminal", "markdown", "github", "json"])
+    p.add_argument("--stat", choices=["p10", "median"], help=STAT_HELP)
 
     for name, text in (
         ("calibrate", "fit how kernels compose into a network on the device (measures a few random networks)"),
@@ -524,6 +536,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=1000 if name == "calibrate" else 0)
         p.add_argument("--threads", type=_positive_int, help="intra-op threads (must match the table's)")
         p.add_argument("--results", default="results", help="results folder (default: results)")
+        p.add_argument("--stat", choices=["p10", "median"], help=STAT_HELP)
         p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("search", help="search plain INT8-friendly SR networks within a latency budget; emit ONNX")

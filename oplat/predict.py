@@ -12,12 +12,20 @@ prediction = composition(Σ kernel compute, Σ kernel layout, boundary elements)
   (log C_in, log C_out, log H·W), times this kernel's work. The breakdown says so and
   names the rows it used. A kernel type with no row at all is an error naming what to
   add to the op set.
-- The composition model maps the sums to the whole network's wall time: how much of the
-  lone-op reorders survive in a network, what the graph boundary costs (layout or
-  quantize/dequantize of the input and output), the per-call overhead. It is fitted on a
-  few networks measured end to end (``oplat calibrate``) and stored next to the table
-  (``<table>.compose.json``). Without it the total is the plain sum of compute times and
-  every output says "uncalibrated".
+- The statistic (``stat``): ``median`` prices a kernel at the profiler's median kernel
+  time; ``p10`` at the table row's p10 wall time times the kernel's share of the
+  profiled run (kernel_ms / Σ profiled nodes). On a shared host, interference only adds
+  time, so the p10 of rounds interleaved over a run is the steadier estimate of the
+  undisturbed latency; ``oplat validate`` compares networks on the same statistic.
+- The composition model maps the sums to the whole network's wall time. Lone-op layout
+  reorders do not survive inside a network (the runtime keeps its blocked layout
+  between kernels), so they are not added; what remains is the graph boundary (layout or
+  quantize/dequantize of the input and output, per million boundary elements) and the
+  per-call overhead, plus, if the data ask for it, a scale on the compute sum. Which of
+  these terms are used is chosen by leave-one-out error on a few networks measured end
+  to end (``oplat calibrate``), so a handful of noisy networks cannot buy a wild fit;
+  the model is stored next to the table (``<table>.compose.json``). Without it the total
+  is the plain sum of compute times and every output says "uncalibrated".
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ from oplat.table import read_table
 
 __all__ = [
     "Composition",
+    "DEFAULT_STAT",
     "KernelCost",
+    "STATS",
     "Prediction",
     "Predictor",
     "compose_path",
@@ -46,6 +56,10 @@ __all__ = [
 
 #: Neighbours used for a kernel the table lacks.
 _NEIGHBOURS = 3
+
+#: Statistics a prediction can be made on (see the module docstring).
+STATS = ("median", "p10")
+DEFAULT_STAT = "p10"
 
 
 def compose_path(table: str | Path) -> Path:
@@ -77,6 +91,7 @@ class Composition:
     const_ms: float = 0.0
     networks: int = 0  # how many networks it was fitted on (0: not fitted)
     fit_mape_pct: float | None = None
+    loo_mape_pct: float | None = None  # leave-one-out error of the chosen model
 
     def total(self, f: dict[str, float]) -> float:
         return (
@@ -100,6 +115,7 @@ class Prediction:
     calibrated: bool
     composition: Composition
     net: NetGraph = field(repr=False)
+    stat: str = DEFAULT_STAT
 
     @property
     def features(self) -> dict[str, float]:
@@ -135,7 +151,11 @@ class Predictor:
         composition: dict[str, Composition] | None = None,
         fusion: dict[str, dict[str, dict]] | None = None,
         source: str = "",
+        stat: str = DEFAULT_STAT,
     ):
+        if stat not in STATS:
+            raise OplatError(f"unknown statistic {stat!r}; use one of {', '.join(STATS)}")
+        self.stat = stat
         self.source = source
         self.fusion = fusion or {}  # precision -> pair ("conv+add") -> verdict (see oplat.fusion)
         self.rows = {r["key"]: r for r in rows if r["status"] == "ok"}
@@ -148,27 +168,43 @@ class Predictor:
             self._families.setdefault(_family(spec), []).append((spec, row))
 
     @classmethod
-    def from_table(cls, path: str | Path) -> Predictor:
+    def from_table(cls, path: str | Path, stat: str | None = None) -> Predictor:
+        """The table's predictor; ``stat`` defaults to the one its composition was fitted on."""
         table = read_table(path)
         if not table.rows:
             raise OplatError(f"{path}: the table is empty; run `oplat measure` first")
-        comp, fusion = {}, {}
+        comp, fusion, fitted_stat = {}, {}, DEFAULT_STAT
         cpath = compose_path(path)
         if cpath.exists():
             try:
                 data = json.loads(cpath.read_text())
+                fitted_stat = data.get("stat", "median")
                 comp = {p: Composition(**c) for p, c in data["composition"].items()}
                 fusion = data.get("fusion", {})
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise OplatError(f"{cpath}: unreadable composition model ({exc}); delete it and run `oplat calibrate` again") from None
-        return cls(table.rows, composition=comp, fusion=fusion, source=str(path))
+            if stat is not None and stat != fitted_stat:
+                comp = {}  # fitted on another statistic: it does not apply
+        return cls(table.rows, composition=comp, fusion=fusion, source=str(path), stat=stat or fitted_stat)
 
     # ------------------------------------------------------------------ kernels
-    @staticmethod
-    def _times(row: dict) -> tuple[float, float]:
-        if row.get("kernel_ms") is not None:
-            return float(row["kernel_ms"]), float(row.get("layout_ms") or 0.0)
-        return float(row["median_ms"]), 0.0
+    def _times(self, row: dict) -> tuple[float, float]:
+        """(compute ms, lone-op layout ms) of a row under the predictor's statistic."""
+        kernel, layout = row.get("kernel_ms"), float(row.get("layout_ms") or 0.0)
+        if self.stat == "median":
+            if kernel is not None:
+                return float(kernel), layout
+            return float(row["median_ms"]), 0.0
+        wall = row.get(f"{self.stat}_ms")
+        if wall is None:  # a summary-only row (some device tools print no samples): its median
+            wall = row["median_ms"]
+        wall = float(wall)
+        profiled = sum(n["median_ms"] for n in row.get("kernels") or []) or (
+            (kernel or 0.0) + layout
+        )
+        if kernel is None or profiled <= 0:
+            return wall, 0.0
+        return wall * float(kernel) / profiled, wall * layout / profiled
 
     def _exact(self, spec: OpSpec) -> tuple[dict, str] | None:
         row = self.rows.get(spec.key)
@@ -249,6 +285,7 @@ class Predictor:
             calibrated=comp is not None,
             composition=comp or Composition(),
             net=net,
+            stat=self.stat,
         )
 
 
@@ -279,43 +316,78 @@ def _family_fields(spec: OpSpec) -> str:
 
 
 # ---------------------------------------------------------------------- composition fit
-_FEATURES = ("compute_ms", "layout_ms", "boundary_melem")
+#: Candidate models: (compute scale fitted?, boundary term?, constant?). The plain sum
+#: (compute×1) is the prior; a term is kept only if it lowers the leave-one-out error.
+_CANDIDATES = [(False, False, False), (False, False, True), (False, True, False), (False, True, True),
+               (True, False, False), (True, False, True), (True, True, False), (True, True, True)]
+#: A richer model must beat a simpler one by this much leave-one-out MAPE (points).
+_MIN_GAIN_PCT = 0.5
+
+
+def _solve(x: np.ndarray, y: np.ndarray, fixed: np.ndarray) -> np.ndarray | None:
+    """Weighted (1/y) least squares of y - fixed on x; None if a coefficient is negative."""
+    if x.shape[1] == 0:
+        return np.zeros(0)
+    w = 1.0 / y
+    coef, *_ = np.linalg.lstsq(x * w[:, None], (y - fixed) * w, rcond=None)
+    return None if np.any(coef < 0) else coef
+
+
+def _design(samples, scale: bool, boundary: bool, const: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    cols, names = [], []
+    compute = np.array([f["compute_ms"] for f, _ in samples])
+    if scale:
+        cols.append(compute)
+        names.append("compute")
+    if boundary:
+        cols.append(np.array([f["boundary_melem"] for f, _ in samples]))
+        names.append("boundary")
+    if const:
+        cols.append(np.ones(len(samples)))
+        names.append("const")
+    x = np.column_stack(cols) if cols else np.zeros((len(samples), 0))
+    fixed = np.zeros(len(samples)) if scale else compute
+    return x, fixed, names
 
 
 def fit_composition(samples: Sequence[tuple[dict[str, float], float]]) -> Composition:
     """Fit total_ms from feature sums on networks measured end to end.
 
-    Minimises the relative error (each network weighted by 1/measured) under the
-    constraint that every coefficient is ≥ 0 (a reorder or a boundary never saves time),
-    by trying each subset of the optional terms. ``samples``: (features, measured_ms).
+    Each candidate model (plain sum; + boundary; + constant; with or without a fitted
+    compute scale) is fitted by relative least squares with non-negative coefficients
+    and scored by its leave-one-out mean absolute % error; the simplest model within
+    :data:`_MIN_GAIN_PCT` of the best wins. ``samples``: (features, measured_ms).
     """
     if len(samples) < 3:
         raise OplatError(f"a composition fit needs at least 3 measured networks, got {len(samples)}")
-    y = np.array([m for _, m in samples])
-    wts = 1.0 / y
-    best = None
-    optional = ["layout_ms", "boundary_melem", "const"]
-    for mask in range(1 << len(optional)):
-        cols = ["compute_ms"] + [optional[i] for i in range(len(optional)) if mask & (1 << i)]
-        if len(cols) >= len(samples):
+    y = np.array([m for _, m in samples], dtype=np.float64)
+    scored = []
+    for scale, boundary, const in _CANDIDATES:
+        x, fixed, names = _design(samples, scale, boundary, const)
+        if x.shape[1] >= len(samples) - 1:
             continue
-        x = np.array([[1.0 if c == "const" else f[c] for c in cols] for f, _ in samples])
-        coef, *_ = np.linalg.lstsq(x * wts[:, None], y * wts, rcond=None)
-        if np.any(coef < 0):
-            continue
-        rel = (x @ coef - y) / y
-        score = float(np.mean(rel**2))
-        if best is None or score < best[0] - 1e-12:
-            best = (score, cols, coef, rel)
-    if best is None:
+        errs = []
+        for i in range(len(samples)):
+            keep = np.arange(len(samples)) != i
+            coef = _solve(x[keep], y[keep], fixed[keep])
+            if coef is None:
+                break
+            errs.append(abs(float(x[i] @ coef + fixed[i] - y[i])) / y[i])
+        else:
+            coef = _solve(x, y, fixed)
+            if coef is not None:
+                scored.append((100 * float(np.mean(errs)), x.shape[1], names, coef, x @ coef + fixed))
+    if not scored:
         raise OplatError("composition fit failed: no non-negative fit; measure more (and more varied) networks")
-    _, cols, coef, rel = best
-    values = dict(zip(cols, (float(c) for c in coef)))
+    best_loo = min(s[0] for s in scored)
+    loo, _, names, coef, fitted = min((s for s in scored if s[0] <= best_loo + _MIN_GAIN_PCT), key=lambda s: (s[1], s[0]))
+    values = dict(zip(names, (float(c) for c in coef)))
     return Composition(
-        compute=values.get("compute_ms", 0.0),
-        layout=values.get("layout_ms", 0.0),
-        boundary_per_melem_ms=values.get("boundary_melem", 0.0),
+        compute=values.get("compute", 1.0),
+        layout=0.0,
+        boundary_per_melem_ms=values.get("boundary", 0.0),
         const_ms=values.get("const", 0.0),
         networks=len(samples),
-        fit_mape_pct=float(100 * np.mean(np.abs(rel))),
+        fit_mape_pct=float(100 * np.mean(np.abs(fitted - y) / y)),
+        loo_mape_pct=loo,
     )

@@ -261,7 +261,9 @@ class _Prices:
         self.predictor = Predictor(
             read_table(self.table_path, quiet=True).rows,
             composition=self.predictor.composition,
+            fusion=self.predictor.fusion,
             source=str(self.table_path),
+            stat=self.predictor.stat,
         )
         self._cache.clear()  # neighbour-based figures may change with the new rows
 
@@ -1025,6 +1027,7 @@ def _emit(
             f"(--trials) or delete {out_dir} and start again"
         )
     prices = loop.prices
+    stat = f"{loop.predictor.stat}_ms"  # measured networks are judged on the predictor's statistic
 
     def build(arch: ArchSpec):
         fp32 = model_from_arch(arch, seed=seed)
@@ -1043,15 +1046,15 @@ def _emit(
             cand_models = models if cand is first else build(cand.arch)
             m = _measure(cand_models[index], device, policy)
             tried.append((cand, m))
-            if m["median_ms"] <= budget_ms:
+            if m[stat] <= budget_ms:
                 chosen, models = cand, cand_models
                 break
         measured[precision] = next(m for c, m in tried if c is chosen)
-        over_budget = measured[precision]["median_ms"] > budget_ms
+        over_budget = measured[precision][stat] > budget_ms
         if chosen is not first:
             substituted = (
                 f"The top-ranked network (trial {first.number}, {describe(first.arch)}) measured "
-                f"{tried[0][1]['median_ms']:.4g} ms, over the budget; emitted the best candidate that measures under it: "
+                f"{tried[0][1][stat]:.4g} ms ({stat[:-3]}), over the budget; emitted the best candidate that measures under it: "
                 f"trial {chosen.number} (rank {[c for c, _ in tried].index(chosen) + 1} in quality order)."
             )
         elif over_budget:

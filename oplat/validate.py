@@ -70,9 +70,10 @@ class NetworkResult:
     arch: str
     precision: str
     predicted_ms: float
-    measured_ms: float
+    measured_ms: float  # the network's wall time on the predictor's statistic
     p10_ms: float
     p90_ms: float
+    median_ms: float
     measured_share: float
     by_kernel: dict  # op -> (predicted compute ms, profiled ms)
     arch_spec: dict = None  # the ArchSpec as data, so predictions can be recomputed offline
@@ -83,7 +84,7 @@ class NetworkResult:
         return 100.0 * (self.predicted_ms - self.measured_ms) / self.measured_ms
 
 
-_SUFFIX = re.compile(r"(_nchwc|_token_\d+)+$")
+_SUFFIX = re.compile(r"((_nchwc|_token_\d+)+|/WithoutBiases)$")  # ORT's and OpenVINO's renamings
 
 
 def _by_kernel_type(pred: Prediction, profile) -> dict:
@@ -98,12 +99,10 @@ def _by_kernel_type(pred: Prediction, profile) -> dict:
     if profile is None:
         return {}
     for node in profile.nodes:
-        if node["layout"]:
-            out["(layout)"][1] += node["median_ms"]
-            continue
-        op = owner.get(_SUFFIX.sub("", node["name"]))
-        out[op or "(other)"][1] += node["median_ms"]
-    out["(layout)"][0] += pred.layout_ms
+        op = None if node["layout"] else owner.get(_SUFFIX.sub("", node["name"]))
+        out[op or "(boundary)"][1] += node["median_ms"]
+    comp = pred.composition
+    out["(boundary)"][0] += comp.total(pred.features) - comp.compute * pred.compute_ms
     return {k: (round(v[0], 4), round(v[1], 4)) for k, v in out.items()}
 
 
@@ -151,12 +150,23 @@ def calibrate(
         data["fusion"][precision] = {k: v.as_dict() for k, v in verdicts.items()}
         predictor.fusion[precision] = data["fusion"][precision]
         measured = _measure(archs, device, predictor, precision, policy, progress, f"calibrate {precision}")
-        comp = fit_composition([(p.features, s["median_ms"]) for p, s, _, _ in measured])
+        covered = [m for m in measured if m[0].measured_share == 1.0]
+        fit_on = covered if len(covered) >= 3 else measured  # prefer nets priced from the table alone
+        comp = fit_composition([(p.features, s[f"{predictor.stat}_ms"]) for p, s, _, _ in fit_on])
         result[precision] = comp
         data["composition"][precision] = comp.as_dict()
         data["networks"][precision] = [
-            {"arch": describe(a), **p.features, "measured_ms": s["median_ms"]} for p, s, _, a in measured
+            {
+                "arch": describe(a),
+                **p.features,
+                "measured_share": p.measured_share,
+                "measured_ms": s[f"{predictor.stat}_ms"],
+                "median_ms": s["median_ms"],
+                "p10_ms": s["p10_ms"],
+            }
+            for p, s, _, a in measured
         ]
+    data["stat"] = predictor.stat
     data["space"] = getattr(space, "name", "")
     data["device"] = predictor.device
     data["fitted_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -173,6 +183,7 @@ class ValidationReport:
     precision: str
     results: list[NetworkResult]
     calibrated: bool
+    stat: str = "median"
 
     @property
     def errors_pct(self) -> np.ndarray:
@@ -201,6 +212,7 @@ class ValidationReport:
         return {
             "precision": self.precision,
             "calibrated": self.calibrated,
+            "stat": self.stat,
             "networks": len(self.results),
             "within_5_pct": self.share_within(5),
             "within_10_pct": self.share_within(10),
@@ -235,9 +247,10 @@ def validate(
             arch=describe(arch),
             precision=precision,
             predicted_ms=p.total_ms,
-            measured_ms=s["median_ms"],
+            measured_ms=s[f"{predictor.stat}_ms"],
             p10_ms=s["p10_ms"],
             p90_ms=s["p90_ms"],
+            median_ms=s["median_ms"],
             measured_share=p.measured_share,
             by_kernel=_by_kernel_type(p, prof),
             arch_spec=asdict(arch),
@@ -245,4 +258,4 @@ def validate(
         )
         for p, s, prof, arch in measured
     ]
-    return ValidationReport(precision, results, calibrated=precision in predictor.composition)
+    return ValidationReport(precision, results, calibrated=precision in predictor.composition, stat=predictor.stat)
