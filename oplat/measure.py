@@ -111,7 +111,7 @@ def _ok_row(base: dict, timing: Timing, policy: TimingPolicy, profile) -> dict:
 
 
 #: Fingerprint fields that must match for rows to share a table.
-_SETUP_FIELDS = ("name", "runtime", "runtime_version", "threads", "options", "cpu")
+_SETUP_FIELDS = ("name", "runtime", "runtime_version", "threads", "options", "cpu", "cpu_isa")
 
 
 def _check_same_setup(path: Path, rows, fingerprint: dict) -> None:

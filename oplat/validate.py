@@ -56,7 +56,7 @@ def network_model(arch, precision: str):
 
 def check_table_device(predictor: Predictor, device: Device) -> None:
     """Refuse a table measured on another device (or setup) than ``device``."""
-    diff = setup_diff(predictor.device, fingerprint_for(device), ("name", "runtime", "threads", "cpu"))
+    diff = setup_diff(predictor.device, fingerprint_for(device), ("name", "runtime", "threads", "cpu", "cpu_isa"))
     if diff:
         was, now = diff
         raise OplatError(

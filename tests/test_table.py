@@ -87,3 +87,13 @@ def test_unwritable_path_is_a_clear_error(tmp_path):
 def test_missing_table_says_so(tmp_path):
     with pytest.raises(OplatError, match="no such table file"):
         read_table(tmp_path / "nope.jsonl")
+
+
+def test_setup_diff_compares_cpu_isa_only_when_both_rows_have_it():
+    from oplat.fingerprint import setup_diff
+
+    old = {"name": "cpu", "cpu": "AMD EPYC"}
+    avx2 = {**old, "cpu_isa": "avx2 fma"}
+    vnni = {**old, "cpu_isa": "avx2 fma avx512f avx512_vnni"}
+    assert setup_diff(old, avx2, ("name", "cpu", "cpu_isa")) is None  # a row from before cpu_isa existed
+    assert setup_diff(avx2, vnni, ("name", "cpu", "cpu_isa")) == ("cpu_isa='avx2 fma'", "cpu_isa='avx2 fma avx512f avx512_vnni'")
