@@ -1,10 +1,13 @@
 """Fusion rules, found by measurement: time A, B and A→B on the device.
 
-If the pair costs about as much as A alone, the device fuses B into A (ONNX Runtime folds
-an Add into the preceding NCHWc conv's output, for example) and a network's B should
-not be priced as a lone op. The verdict keeps the numbers: ``b_share`` is
-(t(A→B) − t(A)) / t(B), the share of B's lone-op time that remains when it follows A
-(≈1: not fused, ≈0: fused away). The predictor multiplies B's table time by it.
+Where the runtime has a per-node profiler the verdict is structural: B is fused when the
+profile of A→B shows no kernel of B's kind (ONNX Runtime renames the conv that absorbed
+a ReLU; OpenVINO folds ReLU and Add into the convolution as post-ops), and then none of
+B's lone-op time remains (``b_share`` 0; 1 when B still runs). Timing alone decided this
+before and, on a noisy host, called a ReLU that ORT provably fuses "unfused" with
+b_share 2.3. Without a profiler (device tools, remote agents) the verdict falls back to
+the timings: ``b_share`` = (t(A→B) − t(A)) / t(B) on the p10 wall times, fused below
+:data:`FUSED_BELOW`. The predictor multiplies B's table time by ``b_share``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ PAIRS = (("conv", "relu"), ("conv", "add"))
 FUSED_BELOW = 0.5
 
 
+#: Profiled op types that show B still running as its own kernel (ORT, OpenVINO).
+_B_KERNELS = {"relu": {"Relu", "QLinearRelu", "Eltwise"}, "add": {"Add", "QLinearAdd", "Eltwise", "Sum"}}
+
+
 @dataclass(frozen=True)
 class FusionVerdict:
     pair: str  # "conv+add"
@@ -37,9 +44,12 @@ class FusionVerdict:
     b_ms: float
     ab_ms: float
     shape: str
+    b_kernels: tuple[str, ...] | None = None  # B's kernels in A→B's profile; None: no profiler
 
     @property
     def b_share(self) -> float:
+        if self.b_kernels is not None:
+            return 1.0 if self.b_kernels else 0.0
         return max(0.0, (self.ab_ms - self.a_ms) / self.b_ms) if self.b_ms > 0 else 1.0
 
     @property
@@ -66,11 +76,15 @@ def model_from_pair(a: OpSpec, b: OpSpec) -> onnx.ModelProto:
     return merged
 
 
-def _compute_ms(model, device: Device, policy: TimingPolicy) -> float:
-    """The model's own kernels (per-node profile, reorders left out) or, without a
-    profiler, its wall time: lone-op reorders would otherwise swamp the comparison."""
+def _timed(model, device: Device, policy: TimingPolicy):
+    """(p10 ms of the model's own kernels, the profile or None). With a profiler the
+    p10 wall time is scaled by the kernels' share of the profiled run (lone-op reorders
+    would otherwise swamp the comparison); without one it is the p10 wall time."""
     stats, profile = time_network(model, device, policy, profile=True)
-    return profile.compute_ms if profile is not None and profile.compute_ms > 0 else stats["median_ms"]
+    if profile is None or profile.compute_ms <= 0:
+        return stats["p10_ms"], None
+    total = profile.compute_ms + profile.layout_ms
+    return stats["p10_ms"] * profile.compute_ms / total, profile
 
 
 def detect_fusions(
@@ -87,9 +101,15 @@ def detect_fusions(
     out = {}
     for a_op, b_op in PAIRS:
         a, b = _pair_specs(a_op, b_op, channels, h, w, precision)
-        t_a = _compute_ms(model_from_op(a), device, policy)
-        t_b = _compute_ms(model_from_op(b), device, policy)
-        t_ab = _compute_ms(model_from_pair(a, b), device, policy)
+        t_a, _ = _timed(model_from_op(a), device, policy)
+        t_b, _ = _timed(model_from_op(b), device, policy)
+        t_ab, profile = _timed(model_from_pair(a, b), device, policy)
+        b_kernels = None
+        if profile is not None:
+            b_kernels = tuple(
+                n["name"] for n in profile.nodes
+                if n["name"].startswith("b_") and not n["layout"] and n["op_type"] in _B_KERNELS[b_op]
+            )
         key = f"{a_op}+{b_op}"
-        out[key] = FusionVerdict(key, precision, t_a, t_b, t_ab, f"{channels}×{h}×{w}")
+        out[key] = FusionVerdict(key, precision, t_a, t_b, t_ab, f"{channels}×{h}×{w}", b_kernels)
     return out

@@ -253,6 +253,17 @@ def test_pair_model_runs_and_fusion_verdicts_are_measured():
     for v in verdicts.values():
         assert v.a_ms > 0 and v.b_ms > 0 and v.ab_ms > 0 and v.b_share >= 0
         assert v.as_dict()["fused"] == (v.b_share < 0.5)
+    # ORT folds a ReLU into the conv before it (the profile of A→B has no Relu kernel);
+    # a lone Add after a conv stays its own kernel. Structural, so no timing noise.
+    assert verdicts["conv+relu"].fused and verdicts["conv+relu"].b_kernels == ()
+    assert not verdicts["conv+add"].fused and verdicts["conv+add"].b_kernels
+
+
+def test_fusion_verdict_without_a_profiler_falls_back_to_timings():
+    from oplat.fusion import FusionVerdict
+
+    assert FusionVerdict("conv+add", "fp32", 10.0, 2.0, 10.2, "s").fused  # 10% of B remains
+    assert not FusionVerdict("conv+add", "fp32", 10.0, 2.0, 11.9, "s").fused
 
 
 def test_fused_verdict_discounts_the_add_after_a_conv():
