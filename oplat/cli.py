@@ -171,8 +171,12 @@ def prediction_text(pred, *, fmt: str = "github") -> str:
         how = "UNCALIBRATED: plain sum of per-kernel compute times (run `oplat calibrate` to fit the composition)"
     lines = [
         f"predicted latency ({pred.stat}): {pred.total_ms:.2f} ms  ({how})",
-        f"sum of kernel compute {pred.compute_ms:.2f} ms, lone-op layout {pred.layout_ms:.2f} ms, "
-        f"{sum(k.source == 'measured' for k in pred.kernels)}/{len(pred.kernels)} kernels measured, the rest PREDICTED",
+        f"sum of kernel compute {pred.compute_ms:.2f} ms (lone-op reorders {pred.layout_ms:.2f} ms, not part of a network), "
+        + (
+            f"all {len(pred.kernels)} kernels measured"
+            if all(k.source == "measured" for k in pred.kernels)
+            else f"{sum(k.source == 'measured' for k in pred.kernels)}/{len(pred.kernels)} kernels measured, the rest PREDICTED"
+        ),
         "",
         tabulate(_breakdown_rows(pred), headers=BREAKDOWN_HEADERS, tablefmt=fmt, disable_numparse=True),
     ]

@@ -71,6 +71,7 @@ import networkx as nx
 
 import oplat
 from oplat.arch import ArchSpec, arch_ops, calibration_images, convs, describe, macs, model_from_arch, params, quantize_qdq
+from oplat.backends.ort import exact_session
 from oplat.devices import Device
 from oplat.progress import progress_bar
 from oplat.errors import OplatError, warn
@@ -103,6 +104,9 @@ QUALITY_PROXY_FORMULA = (
 #: With a device: how many candidates (the winner first, then the next feasible networks
 #: in quality order) are measured at most when the winner measures over budget.
 MEASURE_CANDIDATES = 5
+#: Largest output difference (in 1/255 steps) allowed between best.tflite and
+#: best.int8.onnx; 99% of pixels must be within 2 steps.
+MAX_TFLITE_STEPS = 8
 PRECISIONS = ("int8", "fp32")
 
 _C_IN = 3
@@ -784,10 +788,7 @@ def _run_once(model, arch: ArchSpec) -> None:
     import onnxruntime as ort
 
     onnx.checker.check_model(model, full_check=True)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    session = exact_session(model)
     x = calibration_images(arch.in_h, arch.in_w, 1, seed=1)[0]
     (y,) = session.run(None, {session.get_inputs()[0].name: x})
     want = (1, _C_IN, arch.out_h, arch.out_w)
@@ -810,7 +811,7 @@ def _emit_tflite(int8_model, arch: ArchSpec, path: Path) -> tuple[Path | None, s
         return None, "best.tflite not written: LiteRT is not installed (pip install 'oplat[litert]')"
     data = tflite_from_onnx(int8_model)
     x = calibration_images(arch.in_h, arch.in_w, 1, seed=2)[0]
-    session = ort.InferenceSession(int8_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = exact_session(int8_model)
     name = session.get_inputs()[0].name
     (want,) = session.run(None, {name: x})
     interp = Interpreter(model_content=data, num_threads=1)
@@ -821,11 +822,24 @@ def _emit_tflite(int8_model, arch: ArchSpec, path: Path) -> tuple[Path | None, s
     interp.invoke()
     got = onnx_like_output(interp.get_tensor(interp.get_output_details()[0]["index"]))
     step = 1.0 / 255.0  # the output is the [0, 1] image in uint8 steps
-    worst = float(np.max(np.abs(got - want)))
-    if got.shape != want.shape or worst > 2.5 * step:
-        raise RuntimeError(f"best.tflite disagrees with best.int8.onnx (shape {got.shape}, max diff {worst:.4g})")
+    if got.shape != want.shape:
+        raise RuntimeError(f"best.tflite gives shape {got.shape}, best.int8.onnx {want.shape}")
+    steps = np.abs(got - want) / step
+    p99, worst = float(np.percentile(steps, 99)), float(steps.max())
+    # The runtimes requantize with different rounding (ORT: float scale, round half to
+    # even; LiteRT: fixed-point multiplier), so a 1-step difference in a hidden layer
+    # can reach the output a few steps wide in a deep net. A conversion error moves the
+    # bulk of the pixels; rounding moves a few.
+    if p99 > 2.0 + 1e-6 or worst > MAX_TFLITE_STEPS:
+        raise RuntimeError(
+            f"best.tflite disagrees with best.int8.onnx in LiteRT: p99 {p99:.1f} output steps, max {worst:.1f} "
+            f"(allowed: p99 ≤ 2, max ≤ {MAX_TFLITE_STEPS})"
+        )
     path.write_bytes(data)
-    return path, f"best.tflite: INT8, NHWC; matches best.int8.onnx within {worst / step:.1f} output steps in LiteRT"
+    return path, (
+        f"best.tflite: INT8, NHWC; against best.int8.onnx in LiteRT: median {float(np.median(steps)):.0f}, "
+        f"p99 {p99:.0f}, max {worst:.0f} output steps (1/255)"
+    )
 
 
 def _predict_model(predictor: Predictor, model) -> tuple[Prediction | None, str]:
@@ -1027,7 +1041,7 @@ def _emit(
             f"(--trials) or delete {out_dir} and start again"
         )
     prices = loop.prices
-    stat = f"{loop.predictor.stat}_ms"  # measured networks are judged on the predictor's statistic
+    stat = f"{loop.prices.predictor.stat}_ms"  # measured networks are judged on the predictor's statistic
 
     def build(arch: ArchSpec):
         fp32 = model_from_arch(arch, seed=seed)

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from oplat.backends.ort import exact_session
 from oplat.arch import (
     ABPN,
     RESIDUALS,
@@ -31,7 +32,7 @@ SMALL = ABPN.with_input(H, W)
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = exact_session(model)
     return sess.run(None, {"x": x})[0]
 
 

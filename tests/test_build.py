@@ -44,6 +44,7 @@ def _id(spec: OpSpec) -> str:
 def _session(model: onnx.ModelProto, **options: object) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.log_severity_level = 3  # the NCHWc "hardware specific" warning on save is expected
+    so.add_session_config_entry("session.x64quantprecision", "1")  # exact int8 on non-VNNI x86
     for name, value in options.items():
         setattr(so, name, value)
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
@@ -258,7 +259,15 @@ def test_openvino_reads_and_runs(precision: str) -> None:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     else:
         # Different integer kernels round differently; stay within a quantization step.
-        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+        steps = np.abs(got.astype(int) - want.astype(int))
+        from oplat.fingerprint import cpu_isa
+
+        if "vnni" in cpu_isa():
+            assert steps.max() <= 1
+        else:
+            # Without VNNI, OpenVINO's u8×s8 kernels add product pairs in 16 bits and
+            # saturate (ORT here runs exact, see exact_session): most outputs still agree.
+            assert np.mean(steps <= 1) >= 0.9 and np.median(steps) <= 1
         conv_precisions = {
             op.get_rt_info()["runtimePrecision"].astype(str)
             for op in compiled.get_runtime_model().get_ordered_ops()

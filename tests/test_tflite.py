@@ -22,6 +22,7 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from oplat.arch import ArchSpec, Layer, calibration_images, model_from_arch, quantize_qdq  # noqa: E402
 from oplat.backends import litert  # noqa: E402
+from oplat.backends.ort import exact_session  # noqa: E402
 from oplat.build import inputs_for, model_from_op  # noqa: E402
 from oplat.errors import OplatError  # noqa: E402
 from oplat.spec import OPS, OpSpec  # noqa: E402
@@ -33,7 +34,7 @@ _INT8, _INT32, _FLOAT32 = fb.TensorType.INT8, fb.TensorType.INT32, fb.TensorType
 
 # ---------------------------------------------------------------------- helpers
 def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = exact_session(model)
     return sess.run(None, feeds)[0]
 
 

@@ -19,9 +19,26 @@ import numpy as np
 
 from oplat.backends import KernelProfile, Unsupported, summarize_profile
 
-__all__ = ["available", "runtime", "open"]
+__all__ = ["available", "exact_session", "runtime", "open"]
 
 _HINT = "install it with: pip install onnxruntime"
+
+
+def exact_session(model, threads: int = 1):
+    """An InferenceSession for checking *outputs*, not for timing: on x86 CPUs without
+    VNNI (AVX2, AVX-512 without VNNI) ORT's default U8S8 int8 kernels add pairs of
+    u8×s8 products in 16 bits and saturate (measured here: up to 8 output steps off on
+    an AVX2-only host); ``session.x64quantprecision`` switches them to exact U8U8. The
+    latency tables keep ORT's default, which is what a deployment runs."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.x64quantprecision", "1")
+    data = model if isinstance(model, (bytes, str)) else model.SerializeToString()
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
 def available(options: dict | None = None) -> str | None:
