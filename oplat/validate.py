@@ -141,6 +141,8 @@ def calibrate(
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             pass  # rewritten below
+        if data.get("stat", "median") != predictor.stat:  # fits on another statistic do not carry over
+            data = {"composition": {}, "networks": {}}
     from oplat.fusion import detect_fusions
 
     result = {}
