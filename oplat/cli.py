@@ -231,6 +231,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The statistics of oplat.predict.STATS (not imported: it would load numpy for --help).
+STAT_CHOICES = ("p10", "median")
 STAT_HELP = (
     "statistic predictions are made on and networks compared on: p10 (steady on a shared host, "
     "default) or median (default: the one the table's composition was fitted on)"
@@ -525,7 +527,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="ONNX file (FP32 or QDQ INT8)")
     p.add_argument("--table", required=True, help="latency table (.jsonl) of the target device")
     p.add_argument("--format", default="terminal", choices=["terminal", "markdown", "github", "json"])
-    p.add_argument("--stat", choices=["p10", "median"], help=STAT_HELP)
+    p.add_argument("--stat", choices=STAT_CHOICES, help=STAT_HELP)
 
     for name, text in (
         ("calibrate", "fit how kernels compose into a network on the device (measures a few random networks)"),
@@ -540,7 +542,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=1000 if name == "calibrate" else 0)
         p.add_argument("--threads", type=_positive_int, help="intra-op threads (must match the table's)")
         p.add_argument("--results", default="results", help="results folder (default: results)")
-        p.add_argument("--stat", choices=["p10", "median"], help=STAT_HELP)
+        p.add_argument("--stat", choices=STAT_CHOICES, help=STAT_HELP)
         p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("search", help="search plain INT8-friendly SR networks within a latency budget; emit ONNX")

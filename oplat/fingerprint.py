@@ -17,31 +17,29 @@ _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "
 _OPTIONAL = {"cpu_isa"}
 
 
-@functools.cache
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux, else the platform's word)."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of /proc/cpuinfo (Linux), or None."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.lower().startswith("model name"):
+                if line.lower().startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else the platform's word)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 @functools.cache
 def cpu_isa() -> str:
     """The kernel-relevant SIMD flags of the CPU (Linux), space-separated; "" if unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return " ".join(flag for flag in _ISA_FLAGS if flag in have)
-    except OSError:
-        pass
-    return ""
+    have = set((_cpuinfo("flags") or "").split())
+    return " ".join(flag for flag in _ISA_FLAGS if flag in have)
 
 
 def environment(*, device: str, runtime: str, runtime_version: str, threads: int | None, options: dict) -> dict:

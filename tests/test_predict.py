@@ -278,3 +278,10 @@ def test_fused_verdict_discounts_the_add_after_a_conv():
     assert "fused into the preceding conv" in add_fused.basis
     concat = next(k for k in fused.kernels if k.kernel.spec.op == "concat")
     assert concat.compute_ms == next(k for k in plain.kernels if k.kernel.spec.op == "concat").compute_ms
+
+
+def test_cli_stat_choices_are_the_predictors():
+    from oplat.cli import STAT_CHOICES
+    from oplat.predict import STATS
+
+    assert set(STAT_CHOICES) == set(STATS)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import optuna
 import pytest
 from optuna.trial import TrialState

@@ -16,7 +16,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 pytest.importorskip("ai_edge_litert")
 
-import onnxruntime as ort  # noqa: E402
 from ai_edge_litert import schema_py_generated as fb  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
