@@ -509,7 +509,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="table file (default: results/<device>/<opset>.jsonl)")
     p.add_argument("--results", default="results", help="results folder for the default --out (default: results)")
-    p.add_argument("--batch", type=_positive_int, default=6, help="entries timed with interleaved rounds (default: 6)")
+    p.add_argument("--batch", type=_positive_int, default=24, help="entries timed together with interleaved rounds, so a slow spell of a shared machine hits them alike (default: 24)")
     p.add_argument("--rounds", type=_positive_int, help="rounds per entry (default: 5)")
     p.add_argument("--agree-pct", type=float, help="rounds must agree within this %% or are re-measured (default: 3)")
     p.add_argument("--quick-policy", action="store_true", help="short warm-up and rounds: for smoke runs, not tables")

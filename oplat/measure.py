@@ -25,7 +25,7 @@ from oplat.spec import OpSpec
 from oplat.table import SCHEMA_VERSION, TableWriter, read_table
 from oplat.timing import Timing, TimingPolicy, time_interleaved
 
-__all__ = ["MeasureSummary", "measure_specs", "default_table_path", "fingerprint_for", "time_network"]
+__all__ = ["MeasureSummary", "measure_specs", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
 
 #: Profiled runs are enough for a stable median but never take long.
 _PROFILE_RUNS_MIN, _PROFILE_RUNS_MAX, _PROFILE_S = 5, 30, 0.3
@@ -189,7 +189,7 @@ def measure_specs(
     opset: str,
     out: str | Path,
     policy: TimingPolicy | None = None,
-    batch: int = 6,
+    batch: int = 24,
     retry_errors: bool = False,
     retry_noisy: bool = False,
     progress: bool = True,
@@ -238,22 +238,37 @@ def measure_specs(
     )
 
 
-def time_network(model, device: Device, policy: TimingPolicy | None = None, *, profile: bool = False):
-    """Time a whole network end to end with the shared policy.
+def time_networks(models: Sequence, device: Device, policy: TimingPolicy | None = None, *, profile: bool = False):
+    """Time whole networks end to end with interleaved rounds (one batch).
 
-    Returns (row statistics as in a table row, KernelProfile or None). Self-timed
-    sessions (remote agents) time themselves with the same policy.
+    Round *r* of every network runs before round *r+1* of any, so a slow spell of a
+    shared machine falls on all of them alike, and each network's rounds are spread
+    over the whole batch instead of a few seconds. Returns one (row statistics as in a
+    table row, KernelProfile or None) per model. Self-timed sessions (remote agents,
+    board tools) time themselves with the same policy, one after another.
     """
     module = device.require()
     policy = policy or TimingPolicy()
-    with module.open(model, inputs_for(model), device.options) as session:
-        timing = session.time(policy) if hasattr(session, "time") else time_interleaved([session.run], policy)[0]
-        stats = timing.stats()
-        stats["noisy"] = timing.spread_pct > policy.agree_pct
-        kernel_profile = None
-        if profile:
-            try:
-                kernel_profile = session.profile(_profile_runs(stats["median_ms"]))
-            except Exception:  # per-node times are optional; the wall time stands
-                kernel_profile = None
-    return stats, kernel_profile
+    with ExitStack() as stack:
+        sessions = [stack.enter_context(module.open(m, inputs_for(m), device.options)) for m in models]
+        if any(hasattr(s, "time") for s in sessions):
+            timings = [s.time(policy) if hasattr(s, "time") else time_interleaved([s.run], policy)[0] for s in sessions]
+        else:
+            timings = time_interleaved([s.run for s in sessions], policy)
+        out = []
+        for session, timing in zip(sessions, timings):
+            stats = timing.stats()
+            stats["noisy"] = timing.spread_pct > policy.agree_pct
+            kernel_profile = None
+            if profile:
+                try:
+                    kernel_profile = session.profile(_profile_runs(stats["median_ms"]))
+                except Exception:  # per-node times are optional; the wall time stands
+                    kernel_profile = None
+            out.append((stats, kernel_profile))
+    return out
+
+
+def time_network(model, device: Device, policy: TimingPolicy | None = None, *, profile: bool = False):
+    """Time one whole network end to end: :func:`time_networks` of a batch of one."""
+    return time_networks([model], device, policy, profile=profile)[0]

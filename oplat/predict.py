@@ -320,7 +320,11 @@ def _family_fields(spec: OpSpec) -> str:
 #: (compute×1) is the prior; a term is kept only if it lowers the leave-one-out error.
 _CANDIDATES = [(False, False, False), (False, False, True), (False, True, False), (False, True, True),
                (True, False, False), (True, False, True), (True, True, False), (True, True, True)]
-#: A richer model must beat a simpler one by this much leave-one-out MAPE (points).
+#: A richer model must beat a simpler one by at least this much leave-one-out MAPE
+#: (points), and by more than one standard error of the best model's leave-one-out
+#: error (the one-standard-error rule): on a handful of noisy networks a smaller gain is
+#: noise, and a term bought with it (a boundary term that every network has alike, so
+#: it is only a constant) mispredicts the networks it was not fitted on.
 _MIN_GAIN_PCT = 0.5
 
 
@@ -355,8 +359,9 @@ def fit_composition(samples: Sequence[tuple[dict[str, float], float]]) -> Compos
 
     Each candidate model (plain sum; + boundary; + constant; with or without a fitted
     compute scale) is fitted by relative least squares with non-negative coefficients
-    and scored by its leave-one-out mean absolute % error; the simplest model within
-    :data:`_MIN_GAIN_PCT` of the best wins. ``samples``: (features, measured_ms).
+    and scored by its leave-one-out mean absolute % error; the simplest model within one
+    standard error (at least :data:`_MIN_GAIN_PCT`) of the best wins. ``samples``:
+    (features, measured_ms).
     """
     if len(samples) < 3:
         raise OplatError(f"a composition fit needs at least 3 measured networks, got {len(samples)}")
@@ -376,11 +381,14 @@ def fit_composition(samples: Sequence[tuple[dict[str, float], float]]) -> Compos
         else:
             coef = _solve(x, y, fixed)
             if coef is not None:
-                scored.append((100 * float(np.mean(errs)), x.shape[1], names, coef, x @ coef + fixed))
+                errs_pct = 100 * np.array(errs)
+                se = float(np.std(errs_pct, ddof=1) / np.sqrt(len(errs_pct)))
+                scored.append((float(np.mean(errs_pct)), x.shape[1], names, coef, x @ coef + fixed, se))
     if not scored:
         raise OplatError("composition fit failed: no non-negative fit; measure more (and more varied) networks")
-    best_loo = min(s[0] for s in scored)
-    loo, _, names, coef, fitted = min((s for s in scored if s[0] <= best_loo + _MIN_GAIN_PCT), key=lambda s: (s[1], s[0]))
+    best = min(scored, key=lambda s: s[0])
+    margin = max(_MIN_GAIN_PCT, best[5])
+    loo, _, names, coef, fitted, _ = min((s for s in scored if s[0] <= best[0] + margin), key=lambda s: (s[1], s[0]))
     values = dict(zip(names, (float(c) for c in coef)))
     return Composition(
         compute=values.get("compute", 1.0),

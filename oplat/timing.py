@@ -35,8 +35,9 @@ class TimingPolicy:
             timer reading) so one sample is well above the timer's resolution.
         agree_pct: rounds agree when (max - min) / median of the round medians is
             within this many percent.
-        max_extra_rounds: rounds added (one at a time, keeping the most recent
-            ``rounds``) while rounds disagree, before the entry is flagged noisy.
+        max_extra_rounds: rounds added (one at a time, keeping the fastest
+            ``rounds`` by round median) while rounds disagree, before the entry is
+            flagged noisy.
     """
 
     warmup_s: float = 0.1
@@ -68,6 +69,16 @@ class Timing:
     #: Set when a sample stands for many runs (a device tool that prints only a summary).
     runs_total: int | None = None
     note: str = ""
+
+    def drop_slowest_round(self) -> None:
+        """After an extra round: set aside the round with the highest median (kept in
+        ``discarded_rounds_ms``). Interference only ever adds time, so the slowest round
+        is the one a slow spell hit; keeping the oldest or newest rounds instead can
+        throw away the undisturbed ones when the spell comes late."""
+        meds = self.round_medians_ms
+        slowest = max(range(len(meds)), key=meds.__getitem__)
+        self.discarded_rounds_ms.append(self.rounds_ms.pop(slowest))
+        self.extra_rounds += 1
 
     @property
     def samples_ms(self) -> list[float]:
@@ -163,7 +174,7 @@ def time_interleaved(
 
     Each callable runs its model once. Entries whose rounds disagree by more than
     ``policy.agree_pct`` get extra rounds (interleaved among the disagreeing ones),
-    keeping the latest ``policy.rounds`` rounds, up to ``policy.max_extra_rounds``.
+    keeping the fastest ``policy.rounds`` rounds, up to ``policy.max_extra_rounds``.
     """
     plans = [_Plan(r, policy, clock) for r in runs]
     for plan in plans:
@@ -177,9 +188,7 @@ def time_interleaved(
             break
         for plan in noisy:
             plan.round()
-            # Keep the most recent rounds: a disturbance early on ages out.
-            plan.timing.discarded_rounds_ms.append(plan.timing.rounds_ms.pop(0))
-            plan.timing.extra_rounds += 1
+            plan.timing.drop_slowest_round()
     return [p.timing for p in plans]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from oplat.devices import Device
 from oplat.errors import OplatError
 from oplat.fingerprint import setup_diff
-from oplat.measure import fingerprint_for, time_network
+from oplat.measure import fingerprint_for, time_networks
 from oplat.progress import progress_bar
 from oplat.predict import Composition, Prediction, Predictor, compose_path, fit_composition
 from oplat.timing import TimingPolicy
@@ -106,15 +106,20 @@ def _by_kernel_type(pred: Prediction, profile) -> dict:
     return {k: (round(v[0], 4), round(v[1], 4)) for k, v in out.items()}
 
 
+#: Networks timed together with interleaved rounds (see :func:`oplat.measure.time_networks`).
+NETWORK_BATCH = 8
+
+
 def _measure(archs, device, predictor, precision, policy, progress, desc) -> list[tuple[Prediction, dict, object, object]]:
     out = []
     with progress_bar(total=len(archs), desc=desc, unit="net", enabled=progress) as bar:
-        for arch in archs:
-            model = network_model(arch, precision)
-            pred = predictor.predict(model)
-            stats, profile = time_network(model, device, policy, profile=True)
-            out.append((pred, stats, profile, arch))
-            bar.update(1)
+        for start in range(0, len(archs), NETWORK_BATCH):
+            batch = archs[start : start + NETWORK_BATCH]
+            models = [network_model(arch, precision) for arch in batch]
+            preds = [predictor.predict(model) for model in models]
+            timed = time_networks(models, device, policy, profile=True)
+            out.extend((pred, stats, profile, arch) for pred, (stats, profile), arch in zip(preds, timed, batch))
+            bar.update(len(batch))
     return out
 
 

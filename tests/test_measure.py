@@ -112,3 +112,20 @@ def test_int8_conv_is_faster_than_fp32_on_ort_at_a_large_shape():
     int8 = _median(OpSpec("conv", 64, 180, 320, c_out=64, kernel=3, precision="int8"))
     assert int8["median_ms"] < 0.8 * fp32["median_ms"]
     assert any(k["op_type"] == "QLinearConv" for k in int8["kernels"])
+
+
+def test_time_networks_interleaves_a_batch_and_keeps_its_order():
+    """Several whole networks timed together: one result per model, in order, each with
+    its own profile; the wide network is the slower one whichever position it has."""
+    from oplat.build import model_from_op
+    from oplat.measure import time_networks
+
+    narrow = model_from_op(OpSpec("conv", 8, 64, 64, c_out=8, kernel=3))
+    wide = model_from_op(OpSpec("conv", 64, 64, 64, c_out=64, kernel=3))
+    cpu = get_device("cpu")
+    for order in ((narrow, wide), (wide, narrow)):
+        (first, p1), (second, p2) = time_networks(list(order), cpu, QUICK, profile=True)
+        assert p1 is not None and p2 is not None and p1.compute_ms > 0
+        assert first["rounds"] == second["rounds"] == QUICK.rounds or first["noisy"] or second["noisy"]
+        slow, fast = (second, first) if order[0] is narrow else (first, second)
+        assert slow["median_ms"] > 4 * fast["median_ms"]

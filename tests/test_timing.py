@@ -69,12 +69,36 @@ def test_disagreeing_rounds_are_remeasured_then_accepted():
     assert np.allclose(t.discarded_rounds_ms[0], 13.0)
 
 
+def test_a_late_slow_spell_is_the_round_set_aside():
+    """The spell hits the last scheduled round: the extra round replaces *it*, not the
+    undisturbed first round (keeping the most recent rounds would have kept the spell)."""
+    clock = FakeClock()
+    script = [0.01] * 5 + [0.01] * 4 + [0.013] * 2 + [0.01] * 1000
+    policy = TimingPolicy(warmup_s=0, warmup_runs=2, rounds=3, round_s=0.02, min_runs=2, agree_pct=3.0)
+    t = time_one_with_clock(clock, script, policy)
+    assert t.extra_rounds == 1 and t.spread_pct <= 3.0
+    assert np.allclose(t.discarded_rounds_ms[0], 13.0)
+    assert np.allclose(t.samples_ms, 10.0)
+
+
 def test_persistently_noisy_entry_is_flagged_after_the_limit():
+    clock = FakeClock()
+    # The machine drifts slower round after round (10, 11, 12, … ms): extra rounds are all
+    # slower, so the fastest three never agree.
+    script = [0.01] * 5 + [0.001 * (10 + r) for r in range(100) for _ in range(2)]
+    policy = TimingPolicy(warmup_s=0, warmup_runs=2, rounds=3, round_s=0.02, min_runs=2, max_extra_rounds=2)
+    t = time_one_with_clock(clock, script, policy)
+    assert t.extra_rounds == 2 and t.spread_pct > 3.0
+    assert np.allclose(t.round_medians_ms, [10.0, 11.0, 12.0])  # the fastest rounds are the ones kept
+
+
+def test_alternating_spells_leave_the_undisturbed_rounds():
     clock = FakeClock()
     script = [0.01] * 5 + ([0.01] * 2 + [0.02] * 2) * 1000  # rounds alternate 10 ms / 20 ms
     policy = TimingPolicy(warmup_s=0, warmup_runs=2, rounds=3, round_s=0.02, min_runs=2, max_extra_rounds=2)
     t = time_one_with_clock(clock, script, policy)
-    assert t.extra_rounds == 2 and t.spread_pct > 3.0
+    assert t.extra_rounds == 2 and t.spread_pct < 1e-6 and np.allclose(t.samples_ms, 10.0)
+    assert np.allclose([min(r) for r in t.discarded_rounds_ms], [20.0, 20.0])
 
 
 def time_one_with_clock(clock, script, policy):

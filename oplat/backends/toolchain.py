@@ -124,8 +124,7 @@ class ToolchainDeviceSession:
             if timing.spread_pct <= policy.agree_pct:
                 break
             one_round()
-            timing.discarded_rounds_ms.append(timing.rounds_ms.pop(0))
-            timing.extra_rounds += 1
+            timing.drop_slowest_round()
         if summary_only:
             timing.runs_total = runs * len(timing.rounds_ms)
             timing.note = "samples are the tool's per-invocation medians (it prints no per-run latencies)"
