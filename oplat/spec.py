@@ -11,7 +11,8 @@ input, ``c_out`` the output channel count of a conv. Spatial sizes are pixels.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from functools import cached_property
 
 from oplat.errors import OplatError
 
@@ -128,14 +129,21 @@ class OpSpec:
         return None
 
     # ------------------------------------------------------------------ identity
-    @property
+    @cached_property
     def key(self) -> str:
-        """Canonical JSON of the defining fields (unset attributes left out)."""
+        """Canonical JSON of the defining fields (unset attributes left out). Computed once
+        per spec: the predictor looks kernels up by key in the search's inner loop."""
         return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
 
     def as_dict(self) -> dict:
-        """The defining fields, unset attributes left out."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The defining fields, unset attributes left out (all fields are scalars, so no
+        recursive ``dataclasses.asdict`` copy is needed)."""
+        out = {}
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> OpSpec:
@@ -205,3 +213,7 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         out *= d
     return out
+
+
+#: OpSpec's fields in declaration order (``as_dict`` runs in the search's inner loop).
+_FIELD_NAMES = tuple(f.name for f in fields(OpSpec))
