@@ -280,11 +280,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     import json
 
-    from tabulate import tabulate
-
     from oplat.predict import Predictor
     from oplat.space import load_space
-    from oplat.validate import validate
+    from oplat.validate import report_markdown, validate
 
     predictor = Predictor.from_table(args.table, stat=args.stat)
     device = _device_for_table(args)
@@ -300,39 +298,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.no_progress,
         )
-        n = len(report.results)
-        lines = [
-            f"## {device.name} {precision}: {n} random {space.name} networks, table {args.table}"
-            + ("" if report.calibrated else " (UNCALIBRATED predictions)"),
-            "",
-            f"statistic: {report.stat} of the wall time (prediction and measurement alike); "
-            f"networks sampled with seed {args.seed}, none of them used for calibration",
-            "",
-            f"within ±5%: {report.share_within(5):.0f}%   within ±10%: {report.share_within(10):.0f}%   "
-            f"mean |error|: {report.mape_pct:.1f}%",
-            "",
-            "worst cases:",
-            tabulate(
-                [[r.arch, f"{r.predicted_ms:.2f}", f"{r.measured_ms:.2f}", f"{r.error_pct:+.1f}", f"{100 * r.measured_share:.0f}"]
-                 for r in report.worst(5)],
-                headers=["Network", "Predicted [ms]", "Measured [ms]", "Error [%]", "Kernels from table [%]"],
-                tablefmt="github",
-            ),
-        ]
-        kerr = report.kernel_errors()
-        if any(m for _, m, _ in kerr.values()):
-            lines += [
-                "",
-                "error by kernel type (predicted compute vs the runtime's per-node profile of the whole networks, "
-                "profile medians; (boundary) is the composition's boundary + constant term vs the profiled "
-                "reorders and unattributed nodes):",
-                tabulate(
-                    [[op, f"{p:.1f}", f"{m:.1f}", f"{e:+.1f}"] for op, (p, m, e) in sorted(kerr.items())],
-                    headers=["Kernel type", "Predicted [ms]", "Profiled [ms]", "Error [%]"],
-                    tablefmt="github",
-                ),
-            ]
-        text = "\n".join(lines)
+        text = report_markdown(report, device=device.name, space=space.name, table=args.table, seed=args.seed)
         print(text)
         print()
         try:

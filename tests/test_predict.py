@@ -19,7 +19,7 @@ from oplat.space import space_from_dict
 from oplat.spec import OpSpec
 from oplat.table import SCHEMA_VERSION
 from oplat.timing import TimingPolicy
-from oplat.validate import calibrate, sample_networks, validate
+from oplat.validate import ValidationReport, calibrate, report_markdown, sample_networks, validate
 
 
 def fake_row(spec: OpSpec, compute: float, layout: float = 0.0) -> dict:
@@ -195,6 +195,12 @@ def test_calibrate_then_validate_on_real_onnxruntime(small_table):
         assert r.measured_share == 1.0  # every kernel of these networks is in the table
     kerr = report.kernel_errors()
     assert kerr["conv+relu"][1] > 0  # the whole-network profile was attributed to kernels
+    # The measured side is the networks' wall times split by their profiles: it adds up.
+    assert sum(m for _, m, _ in kerr.values()) == pytest.approx(sum(r.measured_ms for r in report.results), rel=1e-9)
+    again_report = ValidationReport.from_dict(json.loads(json.dumps(report.as_dict())))
+    assert {op: v[:2] for op, v in again_report.kernel_errors().items()} == {op: v[:2] for op, v in kerr.items()}
+    md = report_markdown(again_report, device="cpu", space=space.name, table=str(table), seed=0)
+    assert f"within ±10%: {report.share_within(10):.0f}%" in md and "| conv+relu" in md
 
 
 def test_validate_refuses_a_table_of_another_device(small_table, tmp_path):
