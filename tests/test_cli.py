@@ -147,7 +147,9 @@ def test_debug_shows_the_traceback(tmp_path):
 # ---------------------------------------------------------------- kill and resume
 def test_killed_measure_resumes_without_loss_or_duplicates(tmp_path):
     """A real `oplat measure` process is SIGKILLed mid-run; the rerun completes the table."""
-    channels = ", ".join(str(c) for c in range(4, 40, 2))
+    # 60 entries: after the first two rows the run still has seconds to go, even when the
+    # test process is scheduled late on a loaded machine (18 entries once finished first).
+    channels = ", ".join(str(c) for c in range(4, 124, 2))
     opset = write_opset(tmp_path / "many.toml", f'[[entry]]\nop = "conv+relu"\nkernel = 3\nchannels = [{channels}]\n', hw="[[32, 32]]")
     out = tmp_path / "t.jsonl"
     argv = [sys.executable, "-m", "oplat", "measure", "--opset", str(opset), "--out", str(out), "--quick-policy", "--batch", "1", "--no-progress"]
@@ -178,7 +180,9 @@ def test_killed_measure_resumes_without_loss_or_duplicates(tmp_path):
 
 def test_interrupt_says_how_to_continue(tmp_path):
     """SIGINT (Ctrl-C) ends measure with 130 and a one-line hint; finished rows stay."""
-    channels = ", ".join(str(c) for c in range(4, 40, 2))
+    # 60 entries: after the first two rows the run still has seconds to go, even when the
+    # test process is scheduled late on a loaded machine (18 entries once finished first).
+    channels = ", ".join(str(c) for c in range(4, 124, 2))
     opset = write_opset(tmp_path / "many.toml", f'[[entry]]\nop = "conv+relu"\nkernel = 3\nchannels = [{channels}]\n', hw="[[32, 32]]")
     out = tmp_path / "t.jsonl"
     argv = [sys.executable, "-m", "oplat", "measure", "--opset", str(opset), "--out", str(out), "--quick-policy", "--batch", "1", "--no-progress"]
