@@ -166,12 +166,12 @@ def test_killed_measure_resumes_without_loss_or_duplicates(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     survived = [json.loads(line) for line in out.read_text().splitlines() if line.endswith("}")]
-    assert 3 <= len(survived) < 18, "the process should have been killed mid-run"
+    assert 3 <= len(survived) < 60, "the process should have been killed mid-run"
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     keys = [r["key"] for r in rows]
-    assert len(keys) == 18 and len(set(keys)) == 18
+    assert len(keys) == 60 and len(set(keys)) == 60
     # the rows finished before the kill are still there, byte for byte the same data
     by_key = {r["key"]: r for r in rows}
     for row in survived:
