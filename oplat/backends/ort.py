@@ -32,10 +32,7 @@ def exact_session(model, threads: int = 1):
     latency tables keep ORT's default, which is what a deployment runs."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so = _session_options({"threads": threads})
     so.add_session_config_entry("session.x64quantprecision", "1")
     data = model if isinstance(model, (bytes, str)) else model.SerializeToString()
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
