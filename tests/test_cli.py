@@ -145,14 +145,20 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 # ---------------------------------------------------------------- kill and resume
-def test_killed_measure_resumes_without_loss_or_duplicates(tmp_path):
-    """A real `oplat measure` process is SIGKILLed mid-run; the rerun completes the table."""
-    # 60 entries: after the first two rows the run still has seconds to go, even when the
-    # test process is scheduled late on a loaded machine (18 entries once finished first).
+def _long_measure(tmp_path):
+    """(argv, table path) of an `oplat measure` run of 60 tiny entries, one per batch: after
+    the first rows the run still has seconds to go, even when the test process is
+    scheduled late on a loaded machine (18 entries once finished before the signal)."""
     channels = ", ".join(str(c) for c in range(4, 124, 2))
     opset = write_opset(tmp_path / "many.toml", f'[[entry]]\nop = "conv+relu"\nkernel = 3\nchannels = [{channels}]\n', hw="[[32, 32]]")
     out = tmp_path / "t.jsonl"
     argv = [sys.executable, "-m", "oplat", "measure", "--opset", str(opset), "--out", str(out), "--quick-policy", "--batch", "1", "--no-progress"]
+    return argv, out
+
+
+def test_killed_measure_resumes_without_loss_or_duplicates(tmp_path):
+    """A real `oplat measure` process is SIGKILLed mid-run; the rerun completes the table."""
+    argv, out = _long_measure(tmp_path)
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -180,12 +186,7 @@ def test_killed_measure_resumes_without_loss_or_duplicates(tmp_path):
 
 def test_interrupt_says_how_to_continue(tmp_path):
     """SIGINT (Ctrl-C) ends measure with 130 and a one-line hint; finished rows stay."""
-    # 60 entries: after the first two rows the run still has seconds to go, even when the
-    # test process is scheduled late on a loaded machine (18 entries once finished first).
-    channels = ", ".join(str(c) for c in range(4, 124, 2))
-    opset = write_opset(tmp_path / "many.toml", f'[[entry]]\nop = "conv+relu"\nkernel = 3\nchannels = [{channels}]\n', hw="[[32, 32]]")
-    out = tmp_path / "t.jsonl"
-    argv = [sys.executable, "-m", "oplat", "measure", "--opset", str(opset), "--out", str(out), "--quick-policy", "--batch", "1", "--no-progress"]
+    argv, out = _long_measure(tmp_path)
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (out.exists() and out.read_text().count("\n") >= 2):
