@@ -8,11 +8,15 @@ import platform
 
 import oplat
 
-__all__ = ["cpu_isa", "cpu_model", "environment", "setup_diff"]
+__all__ = ["SETUP_FIELDS", "cpu_isa", "cpu_model", "environment", "setup_diff"]
 
 #: CPU flags that decide which kernels a runtime picks (an AVX2-only host runs ORT's INT8
 #: convs about 2x slower than a VNNI one with the same "AMD EPYC" model name).
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+#: Fingerprint fields that must match for rows to share a table (or a table to stand for
+#: a device): the one setup-compatibility rule. Host details that do not change timings
+#: (OS patch level, Python, oplat version) are recorded but not compared.
+SETUP_FIELDS = ("name", "runtime", "runtime_version", "threads", "options", "cpu", "cpu_isa")
 #: Fields that older rows lack: compared only when both fingerprints have them.
 _OPTIONAL = {"cpu_isa"}
 
@@ -59,7 +63,7 @@ def environment(*, device: str, runtime: str, runtime_version: str, threads: int
     }
 
 
-def setup_diff(theirs: dict, ours: dict, fields) -> tuple[str, str] | None:
+def setup_diff(theirs: dict, ours: dict, fields=SETUP_FIELDS) -> tuple[str, str] | None:
     """Where two fingerprints differ in ``fields``: ("f=a, …", "f=b, …"), or None."""
     diff = [
         f for f in fields

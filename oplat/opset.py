@@ -17,6 +17,7 @@ Every problem names the file, the entry and the field.
 from __future__ import annotations
 
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from oplat.spec import OpSpec
 
 __all__ = ["OpSet", "load_opset", "builtin_opsets"]
 
+#: Op set names become file names (results/<device>/<name>.jsonl): never paths.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _TOP_KEYS = {"name", "description", "precisions", "hw", "entry"}
 _ENTRY_KEYS = {"op", "c", "channels", "c_out", "kernel", "arity", "mode", "scale", "block", "lo", "hi", "hw", "precision"}
 
@@ -70,6 +73,11 @@ def load_opset(name_or_path: str, *, precisions: list[str] | None = None) -> OpS
     if unknown:
         raise OplatError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
     name = doc.get("name") or Path(source.split(" ")[0]).stem
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
+        raise OplatError(
+            f"{source}: op set name {name!r} must be a plain name (letters, digits, '.', '_', '-', "
+            "not starting with '.'): it names the table file results/<device>/<name>.jsonl"
+        )
     entries = doc.get("entry")
     if not isinstance(entries, list) or not entries:
         raise OplatError(f"{source}: no [[entry]] tables; an op set needs at least one entry")
@@ -121,6 +129,9 @@ def _expand(entry: object, where: str, default_prec: list, default_hw: object) -
     if "channels" in entry and ("c" in entry or "c_out" in entry):
         raise OplatError(f"{where}: give either channels (c = c_out) or c / c_out, not both")
     fields = {k: _as_list(v) for k, v in entry.items() if k not in ("hw", "channels")}
+    empty = sorted(k for k, v in fields.items() if not v) + (["channels"] if entry.get("channels") == [] else [])
+    if empty:
+        raise OplatError(f"{where}: field {empty[0]} is an empty list; give at least one value (lists expand as a grid)")
     fields.setdefault("precision", default_prec)
     if "channels" in entry:
         fields["c"] = _as_list(entry["channels"])

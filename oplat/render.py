@@ -83,6 +83,9 @@ def render_tables(
     """Render one table in full, or several side by side with ratios."""
     if fmt not in FORMATS:
         raise OplatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    empty = [str(t.path) for t in tables if not t.rows]
+    if empty:
+        raise OplatError(f"{', '.join(empty)} holds no rows yet; measure into it with `oplat measure --out {empty[0]}`")
     if len(tables) == 1:
         headers, body = _single(tables[0], ops, precisions)
         legend = f"{_device_label(tables[0])}: {tables[0].path}"

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from oplat.errors import OplatError
+
 __all__ = ["TimingPolicy", "Timing", "stats_ms", "time_interleaved", "time_one"]
+
+#: Most rounds (and extra rounds) a policy may ask for.
+_MAX_ROUNDS = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +54,34 @@ class TimingPolicy:
     min_sample_s: float = 200e-6
     agree_pct: float = 3.0
     max_extra_rounds: int = 4
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise OplatError(f"timing policy: {problem}")
+
+    def problem(self) -> str | None:
+        """Why this policy cannot be used, or None. Counts have upper bounds so a typo
+        (``--rounds 999999999``) is refused instead of running for years."""
+        for name, low, high in (
+            ("warmup_runs", 0, 10_000),
+            ("rounds", 1, _MAX_ROUNDS),
+            ("min_runs", 1, 1_000_000),
+            ("max_runs", 1, 1_000_000),
+            ("max_extra_rounds", 0, _MAX_ROUNDS),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                return f"{name} must be an integer from {low} to {high}, got {value!r}"
+        for name, high in (("warmup_s", 3600.0), ("round_s", 3600.0), ("min_sample_s", 10.0), ("agree_pct", 1000.0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not 0 <= value <= high:
+                return f"{name} must be a finite number from 0 to {high:g}, got {value!r}"
+        if self.agree_pct <= 0:
+            return f"agree_pct must be above 0 (percent), got {self.agree_pct!r}"
+        if self.max_runs < self.min_runs:
+            return f"max_runs ({self.max_runs}) is below min_runs ({self.min_runs})"
+        return None
 
     @classmethod
     def quick(cls) -> TimingPolicy:
@@ -169,26 +202,43 @@ def time_interleaved(
     policy: TimingPolicy,
     *,
     clock: Callable[[], float] = time.perf_counter,
+    on_final: Callable[[int, Timing], None] | None = None,
 ) -> list[Timing]:
     """Time several entries with interleaved rounds; return one Timing per entry.
 
     Each callable runs its model once. Entries whose rounds disagree by more than
     ``policy.agree_pct`` get extra rounds (interleaved among the disagreeing ones),
     keeping the fastest ``policy.rounds`` rounds, up to ``policy.max_extra_rounds``.
+    ``on_final(index, timing)`` is called as soon as an entry's timing is final (its
+    rounds agree, or it has had every extra round), so a caller can write its row while
+    the other entries still take extra rounds.
     """
     plans = [_Plan(r, policy, clock) for r in runs]
+    final = [False] * len(plans)
+
+    def finish(index: int) -> None:
+        final[index] = True
+        if on_final is not None:
+            on_final(index, plans[index].timing)
+
     for plan in plans:
         plan.warm_up()
     for _ in range(policy.rounds):
         for plan in plans:
             plan.round()
     for _ in range(policy.max_extra_rounds):
-        noisy = [p for p in plans if not p.agreed()]
+        for i, plan in enumerate(plans):
+            if not final[i] and plan.agreed():
+                finish(i)
+        noisy = [p for i, p in enumerate(plans) if not final[i]]
         if not noisy:
             break
         for plan in noisy:
             plan.round()
             plan.timing.drop_slowest_round()
+    for i in range(len(plans)):
+        if not final[i]:
+            finish(i)
     return [p.timing for p in plans]
 
 

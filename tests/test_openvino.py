@@ -20,7 +20,8 @@ def test_openvino_rows_have_explicit_f32_and_layer_counters(tmp_path):
         OpSpec("conv+relu", 16, 32, 32, c_out=16, kernel=3, precision="int8"),
     ]
     measure_specs(specs, get_device("openvino"), opset="t", out=out, policy=TimingPolicy.quick(), progress=False)
-    fp32, int8 = read_table(out).rows
+    latest = read_table(out).latest()
+    fp32, int8 = (latest[s.key] for s in specs)
     for row in (fp32, int8):
         assert row["status"] == "ok" and row["median_ms"] > 0
         assert row["device"]["runtime"] == "openvino" and row["device"]["options"]["precision"] == "f32"

@@ -22,10 +22,28 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["KernelProfile", "Session", "Unsupported", "LAYOUT_OPS", "summarize_profile"]
+__all__ = ["KernelProfile", "Session", "Unsupported", "LAYOUT_OPS", "import_problem", "summarize_profile"]
 
 #: Node types that only change memory layout (not part of any op oplat times).
 LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Reorder", "Transpose"})
+
+
+def import_problem(module: str, runtime: str, hint: str) -> str | None:
+    """None when ``module`` imports; else one line: not installed (with ``hint``), or
+    installed but failing to import (with the real reason: a missing shared library or
+    a broken dependency is not fixed by installing the package again the usual way)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+            return f"{runtime} is not installed; {hint}"
+        return f"{runtime} is installed but cannot be imported: {exc} (its dependency {exc.name!r} is missing)"
+    except ImportError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{runtime} is installed but cannot be imported: {first}; reinstall it ({hint})"
+    return None
 
 
 class Unsupported(Exception):

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from oplat.backends import KernelProfile, Unsupported, summarize_profile
+from oplat.backends import KernelProfile, Unsupported, import_problem, summarize_profile
 
 __all__ = ["available", "runtime", "open"]
 
@@ -21,11 +21,7 @@ _PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16"
 
 
 def available(options: dict | None = None) -> str | None:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return f"OpenVINO is not installed; {_HINT}"
-    return None
+    return import_problem("openvino", "OpenVINO", _HINT)
 
 
 def runtime(options: dict | None = None) -> tuple[str, str]:

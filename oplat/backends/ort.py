@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from oplat.backends import KernelProfile, Unsupported, summarize_profile
+from oplat.backends import KernelProfile, Unsupported, import_problem, summarize_profile
 
 __all__ = ["available", "exact_session", "runtime", "open"]
 
@@ -39,11 +39,7 @@ def exact_session(model, threads: int = 1):
 
 
 def available(options: dict | None = None) -> str | None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return f"ONNX Runtime is not installed; {_HINT}"
-    return None
+    return import_problem("onnxruntime", "ONNX Runtime", _HINT)
 
 
 def runtime(options: dict | None = None) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Errors of the toolchain layer: every one is an :class:`~oplat.errors.OplatError`.
+"""Errors of the toolchain layer: every one is an :class:`~oplat.errors.OplatRuntimeError`.
 
 A :class:`ToolchainError` carries the command line that failed (``argv``) and the tail of
 its output (``output_tail``) so a caller can write an ``error`` row that shows both. Its
@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from oplat.errors import OplatError
+from oplat.errors import OplatRuntimeError
 
 __all__ = ["ParseError", "StepTimeout", "ToolchainError", "tail"]
 
@@ -24,8 +24,8 @@ def tail(text: str, chars: int = TAIL_CHARS) -> str:
     return text if len(text) <= chars else "…" + text[-chars:]
 
 
-class ToolchainError(OplatError):
-    """A toolchain step failed.
+class ToolchainError(OplatRuntimeError):
+    """A toolchain step failed (the environment's failure: exit status 3).
 
     Attributes:
         argv: the command that failed (empty when no command was involved).
