@@ -66,11 +66,28 @@ def _pair_specs(a_op: str, b_op: str, c: int, h: int, w: int, precision: str) ->
     return a, b
 
 
+def _initializer(model: onnx.ModelProto, name: str) -> onnx.TensorProto:
+    for init in model.graph.initializer:
+        if init.name == name:
+            return init
+    raise KeyError(name)
+
+
 def model_from_pair(a: OpSpec, b: OpSpec) -> onnx.ModelProto:
-    """A→B: A's output feeds B's first input; B's other inputs stay graph inputs."""
+    """A→B: A's output feeds B's first input; B's other inputs stay graph inputs.
+
+    INT8 (QDQ) pairs carry one set of quantization parameters across the seam: B's
+    input scale and zero point become A's output ones, as in any quantized network
+    (ONNX Runtime would run mismatched ones, a converter to TFLite rightly refuses them).
+    """
     ma, mb = model_from_op(a), model_from_op(b)
     for m in (ma, mb):
         del m.metadata_props[:]  # each carries its own spec key; the pair is neither
+    if a.precision == "int8" and b.precision == "int8":
+        for src, dst in (("y_scale", "x_scale"), ("y_zero", "x_zero")):
+            tensor = _initializer(mb, dst)
+            tensor.CopyFrom(_initializer(ma, src))
+            tensor.name = dst
     merged = compose.merge_models(ma, mb, io_map=[("y", "x0")], prefix1="a_", prefix2="b_")
     onnx.checker.check_model(merged)
     return merged

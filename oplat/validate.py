@@ -21,7 +21,7 @@ import numpy as np
 
 from oplat.devices import Device
 from oplat.errors import OplatError
-from oplat.fingerprint import setup_diff
+from oplat.fingerprint import SETUP_FIELDS, setup_diff
 from oplat.measure import fingerprint_for, time_networks
 from oplat.progress import progress_bar
 from oplat.predict import Composition, Prediction, Predictor, compose_path, fit_composition
@@ -59,7 +59,7 @@ def network_model(arch, precision: str):
 
 def check_table_device(predictor: Predictor, device: Device) -> None:
     """Refuse a table measured on another device (or setup) than ``device``."""
-    diff = setup_diff(predictor.device, fingerprint_for(device), ("name", "runtime", "threads", "cpu", "cpu_isa"))
+    diff = setup_diff(predictor.device, fingerprint_for(device), SETUP_FIELDS)
     if diff:
         was, now = diff
         raise OplatError(
@@ -126,6 +126,10 @@ def _measure(archs, device, predictor, precision, policy, progress, desc) -> lis
     return out
 
 
+#: Fewest networks a composition fit takes (its leave-one-out error needs a few).
+MIN_FIT_NETWORKS = 3
+
+
 def calibrate(
     *,
     predictor: Predictor,
@@ -140,6 +144,14 @@ def calibrate(
     """Fit and store the composition model of ``predictor``'s table for ``precisions``."""
     from oplat.arch import describe
 
+    if networks < MIN_FIT_NETWORKS:
+        raise OplatError(
+            f"calibrate needs at least {MIN_FIT_NETWORKS} networks to fit a composition (leave-one-out), "
+            f"got --networks {networks}; 8 is the default"
+        )
+    bad = [p for p in precisions if p not in ("fp32", "int8")]
+    if bad or not precisions:
+        raise OplatError(f"unknown precision {', '.join(bad) or '(none)'}; calibrate takes fp32, int8 or fp32,int8")
     check_table_device(predictor, device)
     archs = sample_networks(space, networks, seed)
     path = compose_path(predictor.source)
@@ -151,18 +163,45 @@ def calibrate(
             pass  # rewritten below
         if data.get("stat", "median") != predictor.stat:  # fits on another statistic do not carry over
             data = {"composition": {}, "networks": {}}
-    from oplat.fusion import detect_fusions
+    from oplat.fusion import PAIRS, detect_fusions
 
     result = {}
     data.setdefault("fusion", {})
+    data.setdefault("composition", {})
+    data.setdefault("networks", {})
+    data["stat"] = predictor.stat
+    data["space"] = getattr(space, "name", "")
+    data["device"] = predictor.device
+
+    def save() -> None:
+        data["fitted_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            path.write_text(json.dumps(data, indent=1))
+        except OSError as exc:
+            raise OplatError(f"cannot write {path} ({exc.strerror})") from None
+
     for precision in precisions:
-        verdicts = detect_fusions(device, precision, h=space.in_h, w=space.in_w, policy=policy)
-        data["fusion"][precision] = {k: v.as_dict() for k, v in verdicts.items()}
-        predictor.fusion[precision] = data["fusion"][precision]
-        measured = _measure(archs, device, predictor, precision, policy, progress, f"calibrate {precision}")
-        covered = [m for m in measured if m[0].measured_share == 1.0]
-        fit_on = covered if len(covered) >= 3 else measured  # prefer nets priced from the table alone
-        comp = fit_composition([(p.features, s[f"{predictor.stat}_ms"]) for p, s, _, _ in fit_on])
+        step = f"{precision} fusion checks (A, B and A→B of {', '.join('+'.join(p) for p in PAIRS)})"
+        try:
+            verdicts = detect_fusions(device, precision, h=space.in_h, w=space.in_w, policy=policy)
+            data["fusion"][precision] = {k: v.as_dict() for k, v in verdicts.items()}
+            predictor.fusion[precision] = data["fusion"][precision]
+            step = f"{precision} networks ({len(archs)} measured end to end)"
+            measured = _measure(archs, device, predictor, precision, policy, progress, f"calibrate {precision}")
+            step = f"{precision} composition fit"
+            covered = [m for m in measured if m[0].measured_share == 1.0]
+            fit_on = covered if len(covered) >= 3 else measured  # prefer nets priced from the table alone
+            comp = fit_composition([(p.features, s[f"{predictor.stat}_ms"]) for p, s, _, _ in fit_on])
+        except Exception as exc:
+            # Keep what the steps before measured: the fits of earlier precisions (and any
+            # fusion verdicts) are written, and the message says which step failed.
+            kept = ""
+            if result or data["fusion"]:
+                save()
+                kept = f"; the results so far ({', '.join(result) or 'fusion checks only'}) are in {path}"
+            if isinstance(exc, OplatError):
+                raise OplatError(f"calibrate failed at the {step}: {exc}{kept}") from None
+            raise
         result[precision] = comp
         data["composition"][precision] = comp.as_dict()
         data["networks"][precision] = [
@@ -176,14 +215,7 @@ def calibrate(
             }
             for p, s, _, a in measured
         ]
-    data["stat"] = predictor.stat
-    data["space"] = getattr(space, "name", "")
-    data["device"] = predictor.device
-    data["fitted_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    try:
-        path.write_text(json.dumps(data, indent=1))
-    except OSError as exc:
-        raise OplatError(f"cannot write {path} ({exc.strerror})") from None
+        save()  # each precision's fit is kept as soon as it is made
     predictor.composition.update(result)
     return result
 

@@ -308,3 +308,18 @@ def test_composition_fit_needs_a_gain_beyond_one_standard_error():
         c = fit_composition(samples)
         extra += (c.compute, c.boundary_per_melem_ms, c.const_ms) != (1.0, 0.0, 0.0)
     assert extra <= 2
+
+
+def test_calibrate_keeps_what_it_measured_when_a_later_step_fails(small_table, tmp_path):
+    """The FP32 fit is written even when the INT8 step then fails, and the message says
+    which step failed (the litert INT8 failure once left no composition file at all)."""
+    space, table = small_table
+    fp32_only = tmp_path / "fp32.jsonl"
+    fp32_only.write_text("".join(l + "\n" for l in table.read_text().splitlines() if '"precision":"int8"' not in l))
+    predictor = Predictor.from_table(fp32_only)
+    with pytest.raises(OplatError, match=r"calibrate failed at the int8 networks .*no int8 .*results so far \(fp32\)"):
+        calibrate(predictor=predictor, device=get_device("cpu"), space=space, precisions=["fp32", "int8"],
+                  networks=3, seed=1000, policy=TimingPolicy.quick(), progress=False)
+    stored = json.loads(compose_path(fp32_only).read_text())
+    assert set(stored["composition"]) == {"fp32"} and len(stored["networks"]["fp32"]) == 3
+    assert Predictor.from_table(fp32_only).composition["fp32"].networks == 3

@@ -376,3 +376,26 @@ def test_imports_are_lazy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_every_fusion_pair_converts_and_runs_for_every_converting_device(precision):
+    """calibrate's A→B pair models must run on every device, not only on ONNX Runtime:
+    an INT8 pair carries one set of quantization parameters across its seam."""
+    from oplat.fusion import PAIRS, _pair_specs, model_from_pair
+
+    for a_op, b_op in PAIRS:
+        a, b = _pair_specs(a_op, b_op, 8, 12, 16, precision)
+        model = model_from_pair(a, b)
+        seam = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        if precision == "int8":
+            assert seam["a_y_scale"] == seam["b_x_scale"] and seam["a_y_zero"] == seam["b_x_zero"]
+        flat = tflite_from_onnx(model)
+        feeds = inputs_for(model)
+        got, _ = _litert(flat, feeds)
+        want = _ort(model, feeds)
+        got = onnx_like_output(got, want.dtype)
+        if precision == "int8":
+            assert np.abs(got.astype(np.int32) - want.astype(np.int32)).max() <= 2
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
