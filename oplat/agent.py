@@ -16,7 +16,8 @@ Protocol (``/v1``; every request needs ``Authorization: Bearer <token>``)::
     GET  /v1/info     -> {"protocol": 1, "oplat_version", "device", "runtime",
                           "runtime_version", "fingerprint": {...}, "model_formats": ["onnx"],
                           "limits": {"max_request_bytes", "max_runs", "max_seconds",
-                                     "read_timeout_s"}, "busy": bool}
+                                     "read_timeout_s", "max_mem_bytes", "max_nodes",
+                                     "max_inputs", "max_connections"}, "busy": bool}
     POST /v1/measure  <- {"model_b64": str,            # ONNX (or .tflite) bytes, base64
                           "policy": {TimingPolicy fields, all optional},
                           "profile_runs": int >= 0 | "auto"}   # 0 (default): no profile
@@ -28,34 +29,70 @@ Protocol (``/v1``; every request needs ``Authorization: Bearer <token>``)::
 
 Every error is ``{"error": "<one line>", "kind": "<word>"}`` with its status:
 400 ``bad_request`` (malformed JSON, missing/unknown/mistyped field, unknown model
-format, truncated or timed-out body) or ``over_limit``; 401 ``unauthorized``;
-404/405; 409 ``busy`` (with ``Retry-After``); 411 ``length_required``; 413 ``too_large``;
-422 ``unsupported`` (the runtime cannot run the op) or ``model_error`` (it failed to load
-or run it); 500 ``internal`` (a bug; the agent keeps serving).
+format, a model with external data, truncated or timed-out body) or ``over_limit``;
+401 ``unauthorized``; 404/405; 408 ``timeout`` (the request line or headers did not
+arrive in time); 409 ``busy`` (with ``Retry-After``); 411 ``length_required``; 413
+``too_large``; 422 ``unsupported`` (the runtime cannot run the op) or ``model_error`` (it
+failed to load or run it); 500 ``internal`` (a bug; the agent keeps serving); 503
+``overloaded`` (too many open connections, with ``Retry-After``). Error texts never carry
+the agent's filesystem paths (absolute paths are replaced by ``<path>``).
 
 Rules the agent keeps:
 
 - Loopback by default; another address must be asked for (and gets a warning: the
   protocol is plain HTTP, the token is readable on the wire).
-- The token is compared in constant time (:func:`hmac.compare_digest`); it is checked
-  before a body is read, so an unauthenticated client cannot make the agent read one.
+- The token comes from a file (``--token-file``, or ``$OPLAT_AGENT_TOKEN_FILE``) or
+  ``$OPLAT_AGENT_TOKEN``, never from the command line (every user of the machine can
+  read a process's arguments).
+  It is compared in constant time (:func:`hmac.compare_digest`) and checked before a
+  body is read, so an unauthenticated client cannot make the agent read one.
 - A body over ``max_request_bytes`` is refused from its ``Content-Length`` (413) before
   any of it is read; the agent then discards what the client still sends for a bounded
   time so the client can read the 413 instead of a reset. ``Expect: 100-continue`` is
   answered only after the token and the size are checked.
-- A body that ends early or stalls for ``read_timeout_s`` gets 400; nothing a client
-  sends stops the agent serving the next request.
+- ``read_timeout_s`` is a deadline for the **whole request**: its request line, headers
+  and body must all have arrived that long after the agent started waiting for it (an
+  idle kept-alive connection waits as long for its next request). A client trickling a
+  byte at a time is dropped at the deadline like one that stalls: 408 when headers are
+  incomplete, 400 when the body is, a silent close when nothing came.
+- At most ``max_connections`` connections are served at once (a thread each); one more
+  is answered 503 at once. The listen backlog is :data:`LISTEN_BACKLOG`, so a burst of
+  clients is queued by the kernel and answered, not reset.
 - One measurement at a time: a second ``/v1/measure`` while one runs is answered **409
   busy** at once (with ``Retry-After``), not queued, so no connection hangs behind a long
   measurement and the client decides how long to wait. ``/v1/info`` always answers.
 - Model formats: ONNX always; TFLite only where the device's backend module lists
   ``"tflite"`` in ``MODEL_FORMATS`` (its ``open()`` then gets the flatbuffer bytes and
-  ``feeds=None`` and makes its own inputs). Anything else is a 400.
+  ``feeds=None`` and makes its own inputs). Anything else is a 400. An ONNX model whose
+  tensors keep their data in external files is a 400: the runtime would read whatever
+  file the model names, relative to the agent's working directory.
 - Limits are **refused with 400** (``over_limit``), never clamped: a row records the
   policy it was measured with, and a silently clamped one would lie. ``max_runs`` bounds
   the samples a request may ask for (``(rounds + max_extra_rounds) * policy.max_runs``)
-  and ``profile_runs``; ``max_seconds`` bounds the measurement's estimated worst-case
-  duration, estimated from one untimed probe run after the model is loaded.
+  and ``profile_runs``. ``max_mem_bytes``, ``max_nodes`` and ``max_inputs`` bound an ONNX
+  model before it is loaded (:func:`oplat.limits.check_model`: every tensor with a static
+  shape after shape inference, plus weights; a floor of what the runtime needs).
+- ``max_seconds`` bounds the request's estimated duration, checked **before the model
+  runs** and again after its first run, never later:
+
+  1. Before anything is loaded, from the model's shapes: a floor of one run's time is
+     ``max(MACs / rate, tensor bytes / bandwidth)``, with MACs of Conv, ConvTranspose,
+     MatMul and Gemm (and their integer/QLinear forms) from the inferred shapes and
+     tensor bytes as in the memory check, at :data:`FLOOR_MACS_PER_S` and
+     :data:`FLOOR_BYTES_PER_S` per thread (several times what any CPU core does, so the
+     floor is below the true time). The policy's warm-up, rounds and profile runs at that
+     floor (:func:`_estimate_s`) over ``max_seconds`` is refused: no run can make it fit.
+  2. The backend's ``open()`` loads the model and runs it once (every in-process backend
+     does); its duration bounds one run from above. With that bound, time already spent
+     plus the policy's estimate within ``max_seconds`` goes ahead.
+  3. Otherwise one untimed probe run separates the load from the run, but only when the
+     request stays within ``max_seconds`` even if the probe takes as long as the open
+     (else it is refused at once); its estimate over ``max_seconds`` is refused. The
+     model never runs twice before a check: a refusal comes after the feeds and the
+     open (one run, which step 1 bounds from below only), or within ``max_seconds``
+     when a probe ran.
+
+  Self-timed sessions (a board tool behind the agent) get step 1 only.
 """
 
 from __future__ import annotations
@@ -63,10 +100,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import io
 import ipaddress
 import json
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -79,20 +118,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from oplat import __version__
 from oplat.errors import OplatError, warn
+from oplat.limits import MAX_GRAPH_NODES, MAX_INPUTS, Limits, check_model, model_bytes
 from oplat.timing import TimingPolicy
 
 __all__ = [
     "AgentConfig",
     "AgentServer",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_MAX_RUNS",
     "DEFAULT_MAX_SECONDS",
     "DEFAULT_PORT",
     "DEFAULT_READ_TIMEOUT_S",
+    "FLOOR_BYTES_PER_S",
+    "FLOOR_MACS_PER_S",
+    "LISTEN_BACKLOG",
     "PROTOCOL_VERSION",
     "TOKEN_ENV",
+    "TOKEN_FILE_ENV",
     "make_server",
     "model_format",
+    "read_token_file",
     "run_agent",
     "serve",
 ]
@@ -103,14 +149,27 @@ PROTOCOL_VERSION = 1
 DEFAULT_PORT = 8765
 #: Environment variable holding the shared token (agent and host side).
 TOKEN_ENV = "OPLAT_AGENT_TOKEN"
+#: Environment variable naming a file that holds the token (when TOKEN_ENV is unset).
+TOKEN_FILE_ENV = "OPLAT_AGENT_TOKEN_FILE"
 #: Largest request body accepted, in bytes (the model is base64: ~3/4 of this).
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 #: Most timing samples one request may ask for (also the most profiled runs).
 DEFAULT_MAX_RUNS = 100_000
 #: Longest estimated measurement one request may ask for, in seconds.
 DEFAULT_MAX_SECONDS = 300.0
-#: A request (headers or body) that stalls this long, in seconds, is dropped.
+#: A request whose headers and body have not all arrived this long, in seconds, after
+#: the agent started waiting for it is dropped (a deadline, not a per-read timeout).
 DEFAULT_READ_TIMEOUT_S = 30.0
+#: Most connections served at once (a thread each); one more gets 503 at once.
+DEFAULT_MAX_CONNECTIONS = 128
+#: Listen backlog: connections the kernel queues before the agent accepts them.
+LISTEN_BACKLOG = 128
+#: Multiply-accumulates per second per thread assumed by the pre-run time floor: above
+#: what a CPU core does (this development host: ~5e10 fp32, ~1.7e11 int8 in ORT).
+FLOOR_MACS_PER_S = 1e12
+#: Tensor bytes per second per thread assumed by the pre-run time floor (a core streams
+#: ~1e10 here).
+FLOOR_BYTES_PER_S = 1e11
 
 #: After an early error reply, discard what the client still sends for at most this long (s).
 _LINGER_S = 2.0
@@ -120,6 +179,19 @@ _CHUNK_BYTES = 1 << 20
 _MEASURE_FIELDS = ("model_b64", "policy", "profile_runs")
 #: Rough cost of one profiled run against one timed run (profilers slow runs down).
 _PROFILE_COST = 2.0
+#: Overflow connections (over max_connections) being answered 503 at once, at most;
+#: beyond that they are closed unanswered.
+_MAX_OVERFLOW = 64
+#: How long an overflow connection may take to read its 503, in seconds.
+_OVERFLOW_LINGER_S = 0.5
+#: How long a client cut off at the read deadline may take to read its 408/400 (s).
+_TIMEOUT_LINGER_S = 0.5
+
+
+_NO_TOKEN = (
+    f"the agent needs a token: put it in a file and pass --token-file PATH, or set {TOKEN_ENV} "
+    "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))' > token && chmod 600 token)"
+)
 
 
 # ----------------------------------------------------------------------------- config
@@ -134,8 +206,16 @@ class AgentConfig:
             fixed for the agent's life so its fingerprint is the same for every request.
         max_request_bytes: largest request body, in bytes.
         max_runs: most timing samples (and profiled runs) one request may ask for.
-        max_seconds: longest estimated measurement per request, in seconds.
-        read_timeout_s: a request that stalls this long, in seconds, is dropped.
+        max_seconds: longest estimated duration of one request, in seconds (the module doc
+            says how it is estimated before the model runs).
+        read_timeout_s: headers and body of a request must all arrive within this many
+            seconds (a whole-request deadline); later, the connection is dropped.
+        max_mem_bytes: most estimated tensor memory of one ONNX model, in bytes
+            (:func:`oplat.limits.check_model`); default: :meth:`oplat.limits.Limits.for_agent`
+            (a quarter of the machine's memory, at most 1 GiB).
+        max_nodes: most nodes of one ONNX model.
+        max_inputs: most graph inputs of one ONNX model.
+        max_connections: most connections served at once; one more gets 503.
         quiet: no per-request log lines on stderr.
     """
 
@@ -146,15 +226,16 @@ class AgentConfig:
     max_runs: int = DEFAULT_MAX_RUNS
     max_seconds: float = DEFAULT_MAX_SECONDS
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    max_mem_bytes: int = field(default_factory=lambda: Limits.for_agent().max_mem_bytes)
+    max_nodes: int = MAX_GRAPH_NODES
+    max_inputs: int = MAX_INPUTS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     quiet: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.token, str) or not self.token.strip():
-            raise OplatError(
-                f"the agent needs a token: pass --token or set {TOKEN_ENV} "
-                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
-            )
-        for name in ("max_request_bytes", "max_runs"):
+            raise OplatError(_NO_TOKEN)
+        for name in ("max_request_bytes", "max_runs", "max_mem_bytes", "max_nodes", "max_inputs", "max_connections"):
             if int(getattr(self, name)) < 1:
                 raise OplatError(f"agent {name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_seconds", "read_timeout_s"):
@@ -189,7 +270,49 @@ def _parse_onnx(data: bytes):
         raise ValueError(f"model looks like ONNX but does not parse: {exc}") from None
     if model.ir_version < 1 or not model.graph.node or not model.opset_import:
         raise ValueError("model parses as protobuf but is not an ONNX model (no ir_version, graph nodes or opset)")
+    if _uses_external_data(model):
+        raise ValueError(
+            "the model keeps tensor data in external files, which the agent does not read; "
+            "send a self-contained model (onnx.save(model, path) without save_as_external_data, "
+            "or onnx.load(path) then model.SerializeToString())"
+        )
     return model
+
+
+def _uses_external_data(model) -> bool:
+    """True when any tensor of the model (initializers, sparse initializers, tensor
+    attributes, in every subgraph and function) says its data lives in an external file."""
+    from onnx import AttributeProto, TensorProto
+
+    def tensor(t) -> bool:
+        return t.data_location == TensorProto.EXTERNAL or len(t.external_data) > 0
+
+    def sparse(sp) -> bool:
+        return tensor(sp.values) or tensor(sp.indices)
+
+    def nodes(node_list) -> bool:
+        for node in node_list:
+            for a in node.attribute:
+                if a.type == AttributeProto.TENSOR and tensor(a.t):
+                    return True
+                if a.type == AttributeProto.SPARSE_TENSOR and sparse(a.sparse_tensor):
+                    return True
+                if any(tensor(t) for t in a.tensors) or any(sparse(sp) for sp in a.sparse_tensors):
+                    return True
+                if a.HasField("g") and graph(a.g):
+                    return True
+                if any(graph(g) for g in a.graphs):
+                    return True
+        return False
+
+    def graph(g) -> bool:
+        return (
+            any(tensor(t) for t in g.initializer)
+            or any(sparse(sp) for sp in g.sparse_initializer)
+            or nodes(g.node)
+        )
+
+    return graph(model.graph) or any(nodes(f.node) for f in model.functions)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -202,8 +325,28 @@ class _Reply(Exception):
         self.headers = headers or {}
 
 
+#: Absolute paths in error texts: POSIX paths starting a word (after a space, quote,
+#: bracket, ``=``, ``:`` or ``,``) and Windows drive paths.
+_ABS_PATH = re.compile(r"""(?:^|(?<=[\s'"(=:,\[]))/[\w.+@~-][^\s'"(),:;\]]*|\b[A-Za-z]:\\[^\s'"]*""")
+
+
+def _redact(text: str) -> str:
+    """``text`` with filesystem paths replaced by ``<path>``: every absolute path (a
+    runtime's message names files of the machine it runs on), then the working, home,
+    temp and Python folders wherever else they appear."""
+    import sysconfig
+    import tempfile
+
+    text = _ABS_PATH.sub("<path>", text)
+    known = {os.getcwd(), os.path.expanduser("~"), tempfile.gettempdir(), sys.prefix, sys.exec_prefix}
+    known.update(p for p in sysconfig.get_paths().values() if p)
+    for path in sorted((p for p in known if p and len(p) > 1), key=len, reverse=True):
+        text = text.replace(path, "<path>")
+    return text
+
+
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = _redact(str(exc)).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
@@ -250,7 +393,10 @@ def _parse_policy(raw: object) -> TimingPolicy:
         if value < 0:
             raise _Reply(400, "bad_request", f"policy field {name!r} must not be negative, got {value!r}")
         values[name] = value
-    policy = TimingPolicy(**values)
+    try:
+        policy = TimingPolicy(**values)
+    except (OplatError, TypeError, ValueError) as exc:  # the policy's own range checks
+        raise _Reply(400, "bad_request", str(exc).strip().splitlines()[0][:300]) from None
     if policy.rounds < 1 or policy.min_runs < 1:
         raise _Reply(400, "bad_request", "policy rounds and min_runs must be at least 1")
     if policy.max_runs < policy.min_runs:
@@ -325,11 +471,91 @@ def _estimate_s(policy: TimingPolicy, run_s: float, profile_runs: int | str) -> 
     return warm_s + rounds_s + profile_s
 
 
+def _infer_shapes(model):
+    """The model with inferred shapes (best effort, as in :func:`oplat.limits.model_bytes`)."""
+    from onnx import shape_inference
+
+    try:
+        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+    except Exception:
+        return model
+
+
+def _model_macs(model) -> int:
+    """Multiply-accumulates of one run of an ONNX model (with inferred shapes) from its
+    static shapes: Conv, ConvTranspose, MatMul, Gemm and their integer/QLinear forms; other
+    ops are counted by their tensor bytes instead. Unknown shapes count as zero (a floor)."""
+    import onnx
+
+    graph = model.graph
+    shapes: dict[str, list[int]] = {}
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        t = value.type.tensor_type
+        if t.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim]
+            if all(d > 0 for d in dims):
+                shapes[value.name] = dims
+    for init in graph.initializer:
+        shapes.setdefault(init.name, list(init.dims))
+
+    def numel(name: str) -> int:
+        return math.prod(shapes[name]) if name in shapes else 0
+
+    def attr(node, name, default):
+        for a in node.attribute:
+            if a.name == name:
+                return onnx.helper.get_attribute_value(a)
+        return default
+
+    weight_index = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1}
+    matmul_a = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0, "Gemm": 0}
+    total = 0
+    for node in graph.node:
+        op = node.op_type
+        if op in weight_index and len(node.input) > weight_index[op] and node.output:
+            w = shapes.get(node.input[weight_index[op]])
+            if not w or len(w) < 2:
+                continue
+            per = w[1] * math.prod(w[2:])
+            # Conv: every output element takes C_in/group × kernel MACs; ConvTranspose:
+            # every input element spreads over C_out/group × kernel outputs.
+            total += (numel(node.input[0]) if op == "ConvTranspose" else numel(node.output[0])) * per
+        elif op in matmul_a and node.input and node.output:
+            a = shapes.get(node.input[matmul_a[op]])
+            if not a:
+                continue
+            k = a[-2] if op == "Gemm" and attr(node, "transA", 0) and len(a) >= 2 else a[-1]
+            total += numel(node.output[0]) * k
+    return int(total)
+
+
+def _floor_run_s(model, threads: int) -> tuple[float, int, int]:
+    """(seconds, MACs, bytes): a floor of one run's time from the model's shapes,
+    ``max(MACs / FLOOR_MACS_PER_S, bytes / FLOOR_BYTES_PER_S) / threads``."""
+    inferred = _infer_shapes(model)
+    macs = _model_macs(inferred)
+    nbytes = model_bytes(inferred)
+    threads = max(1, int(threads or 1))
+    return max(macs / FLOOR_MACS_PER_S, nbytes / FLOOR_BYTES_PER_S) / threads, macs, nbytes
+
+
+def _over_seconds(how: str, limit_s: float) -> _Reply:
+    return _Reply(
+        400,
+        "over_limit",
+        f"this model and policy would take {how} on the agent; it takes at most {limit_s:g} s "
+        "per request (its --max-seconds): use a shorter policy, smaller shapes or fewer profile_runs",
+    )
+
+
 # ----------------------------------------------------------------------------- server
 class AgentServer(ThreadingHTTPServer):
-    """The agent's HTTP server: one thread per connection, one measurement at a time."""
+    """The agent's HTTP server: one thread per connection (at most ``max_connections``),
+    one measurement at a time."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG  # the kernel queues a burst instead of resetting it
+    allow_reuse_port = False  # two agents on one port would share its connections
 
     def __init__(self, address: tuple[str, int], config: AgentConfig):
         from oplat.devices import get_device
@@ -343,9 +569,78 @@ class AgentServer(ThreadingHTTPServer):
         self.runtime, self.runtime_version = self.fingerprint["runtime"], self.fingerprint["runtime_version"]
         self.model_formats: tuple[str, ...] = tuple(getattr(self.module, "MODEL_FORMATS", ("onnx",)))
         self.measure_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._connections = 0  # being served by a handler thread
+        self._overflow = 0  # being answered 503
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    # -- connections
+    def handle_error(self, request, client_address) -> None:
+        """A client that drops its connection gets one log line, not a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            if not self.config.quiet:
+                sys.stderr.write(f"oplat agent: {client_address[0]} connection failed: {exc}\n")
+            return
+        super().handle_error(request, client_address)
+
+    def process_request(self, request, client_address) -> None:
+        """Serve the connection in a thread, or answer 503 when ``max_connections`` are
+        already being served (in a short-lived thread, so accepting never blocks)."""
+        with self._count_lock:
+            serve = self._connections < self.config.max_connections
+            if serve:
+                self._connections += 1
+            elif self._overflow < _MAX_OVERFLOW:
+                self._overflow += 1
+            else:  # a flood: close unanswered rather than start more threads
+                serve = None
+        if serve is None:
+            self.shutdown_request(request)
+            return
+        if not serve:
+            threading.Thread(target=self._refuse_overloaded, args=(request,), daemon=True).start()
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._count_lock:
+            self._connections -= 1
+
+    def _refuse_overloaded(self, sock: socket.socket) -> None:
+        body = json.dumps(
+            {
+                "error": f"the agent is serving {self.config.max_connections} connections already "
+                "(its --max-connections); retry later",
+                "kind": "overloaded",
+            }
+        ).encode("utf-8")
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        ).encode("ascii")
+        try:
+            sock.settimeout(_OVERFLOW_LINGER_S)
+            sock.sendall(head + body)
+            _drain(sock, _OVERFLOW_LINGER_S)
+        except OSError:
+            pass
+        finally:
+            with self._count_lock:
+                self._overflow -= 1
+            self.shutdown_request(sock)
 
     @property
     def url(self) -> str:
@@ -367,35 +662,82 @@ class AgentServer(ThreadingHTTPServer):
                 "max_runs": c.max_runs,
                 "max_seconds": c.max_seconds,
                 "read_timeout_s": c.read_timeout_s,
+                "max_mem_bytes": c.max_mem_bytes,
+                "max_nodes": c.max_nodes,
+                "max_inputs": c.max_inputs,
+                "max_connections": c.max_connections,
             },
             "busy": self.measure_lock.locked(),
         }
 
+    def check_limits(self, request: _MeasureRequest) -> float:
+        """Refuse (400 ``over_limit``) an ONNX model over the memory, node or input
+        limits, or whose policy cannot fit ``max_seconds`` even at the floor of one
+        run's time from its shapes; nothing is loaded or run. Returns that floor (s)."""
+        c = self.config
+        if request.fmt != "onnx":
+            return 0.0  # a TFLite flatbuffer: bounded by max_request_bytes only
+        try:
+            check_model(
+                request.model,
+                Limits(max_mem_bytes=c.max_mem_bytes, max_inputs=c.max_inputs, max_nodes=c.max_nodes),
+                what="the model",
+            )
+        except OplatError as exc:
+            raise _Reply(400, "over_limit", f"{str(exc).splitlines()[0]} (this agent's limits, see /v1/info)") from None
+        floor_s, macs, nbytes = _floor_run_s(request.model, self.device.options.get("threads", 1))
+        estimate_s = _estimate_s(request.policy, floor_s, request.profile_runs)
+        if estimate_s > c.max_seconds:
+            raise _over_seconds(
+                f"at least {estimate_s:.3g} s (a floor from its shapes before running it: "
+                f"{macs:.3g} MACs and {nbytes / 2**20:.3g} MiB of tensors per run)",
+                c.max_seconds,
+            )
+        return floor_s
+
     def measure(self, request: _MeasureRequest) -> dict:
-        """Open, probe, time and profile one model; the caller holds ``measure_lock``."""
+        """Check, open, probe, time and profile one model; the caller holds ``measure_lock``.
+
+        The request's duration is checked before the model runs (:meth:`check_limits`)
+        and again after the backend's ``open()`` (which runs it once), see the module doc.
+        """
         from oplat.backends import Unsupported
         from oplat.build import inputs_for
         from oplat.measure import _profile_runs  # the same auto profile length as `oplat measure`
         from oplat.timing import time_one
 
         start = time.perf_counter()
+        limit_s = self.config.max_seconds
         profile = profile_error = None
         try:
+            self.check_limits(request)
             feeds = inputs_for(request.model) if request.fmt == "onnx" else None
+            t_open = time.perf_counter()
             with self.module.open(request.model, feeds, self.device.options) as session:
+                now = time.perf_counter()
+                open_s = now - t_open  # the runtime's load plus its first run
                 self_timed = hasattr(session, "time")  # a board tool behind the agent times itself
-                # One untimed probe run to bound the request's duration (not a latency).
-                t0 = time.perf_counter()
                 if not self_timed:
-                    session.run()
-                estimate_s = _estimate_s(request.policy, time.perf_counter() - t0, request.profile_runs)
-                if estimate_s > self.config.max_seconds:
-                    raise _Reply(
-                        400,
-                        "over_limit",
-                        f"this model and policy would take about {estimate_s:.0f} s on the agent; "
-                        f"it takes at most {self.config.max_seconds:g} s per request (its --max-seconds)",
-                    )
+                    spent_s = now - start
+                    estimate_s = spent_s + _estimate_s(request.policy, open_s, request.profile_runs)
+                    if estimate_s > limit_s:
+                        # The open's time is the load plus a run; one probe run tells the
+                        # run apart, if the request stays in time even when it is as long.
+                        if spent_s + open_s > limit_s:
+                            raise _over_seconds(
+                                f"about {estimate_s:.3g} s (estimated from its load and first run, "
+                                f"{open_s:.3g} s)",
+                                limit_s,
+                            )
+                        t0 = time.perf_counter()
+                        session.run()
+                        now = time.perf_counter()
+                        estimate_s = (now - start) + _estimate_s(request.policy, now - t0, request.profile_runs)
+                        if estimate_s > limit_s:
+                            raise _over_seconds(
+                                f"about {estimate_s:.3g} s (estimated from one probe run, {now - t0:.3g} s)",
+                                limit_s,
+                            )
                 timing = session.time(request.policy) if self_timed else time_one(session.run, request.policy)
                 runs = request.profile_runs
                 if runs == "auto":
@@ -408,7 +750,7 @@ class AgentServer(ThreadingHTTPServer):
         except _Reply:
             raise
         except Unsupported as exc:
-            text = str(exc).strip().splitlines()
+            text = _redact(str(exc)).strip().splitlines()
             raise _Reply(422, "unsupported", text[0][:500] if text else "the runtime cannot run this model") from None
         except Exception as exc:  # the runtime failed to load or run this model
             raise _Reply(422, "model_error", _one_line(exc)) from None
@@ -439,8 +781,36 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- connection
     def setup(self) -> None:
-        self.timeout = self.server.config.read_timeout_s  # reads and writes on this socket
+        self.timeout = self.server.config.read_timeout_s  # each write on this socket
+        self._deadline = time.monotonic() + self.timeout
+        self._request_bytes = 0
+        self._timed_out = False
+        self._replied = False
         super().setup()
+        # Reads go through the whole-request deadline, not the socket's per-read timeout.
+        plain, self.rfile = self.rfile, io.BufferedReader(_DeadlineReader(self), 1 << 16)
+        plain.close()
+
+    def handle_one_request(self) -> None:
+        """One request; its request line, headers and body must all arrive within
+        ``read_timeout_s`` from now (for a kept-alive connection: from the last reply)."""
+        self._deadline = time.monotonic() + self.server.config.read_timeout_s
+        self._request_bytes = 0
+        self._timed_out = self._replied = False
+        self.requestline, self.command, self.request_version = "", None, "HTTP/1.1"
+        super().handle_one_request()  # a timed-out read there closes the connection
+        if self._timed_out and not self._replied and self._request_bytes:
+            # Part of a request line or headers came, the rest not in time: say so.
+            self.close_connection = True
+            self._send_json(
+                408,
+                {
+                    "error": f"the request line and headers did not arrive within {self.timeout:g} s "
+                    "(the agent's --read-timeout-s, for the whole request)",
+                    "kind": "timeout",
+                },
+            )
+            _drain(self.connection, _TIMEOUT_LINGER_S)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (base signature)
         if not self.server.config.quiet:
@@ -548,7 +918,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(
                 400,
                 "bad_request",
-                f"request body stalled for {self.server.config.read_timeout_s:g} s after {len(data)} of {length} bytes",
+                f"request body stalled: {len(data)} of {length} bytes arrived within "
+                f"{self.server.config.read_timeout_s:g} s (the agent's --read-timeout-s, for the whole request)",
             ) from None
         except (ConnectionError, OSError) as exc:
             raise _Reply(400, "bad_request", f"connection failed while reading the body: {exc}") from None
@@ -558,7 +929,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- replies
     def _send_json(self, status: int, payload: dict, headers: dict | None = None) -> None:
         body = json.dumps(payload, allow_nan=False).encode("utf-8")
+        self._replied = True
         try:
+            self.connection.settimeout(self.timeout)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -578,7 +951,9 @@ class _Handler(BaseHTTPRequestHandler):
         unread = not getattr(self, "_body_read", False) and self._declared_length() > 0
         self.close_connection = True
         self._send_json(reply.status, {"error": reply.message, "kind": reply.kind}, reply.headers)
-        if unread and reply.status != 400:
+        if unread and self._timed_out:  # a trickling client: long enough to read the reply
+            _drain(self.connection, _TIMEOUT_LINGER_S)
+        elif unread and reply.status != 400:
             self._linger()
 
     def _declared_length(self) -> int:
@@ -590,25 +965,68 @@ class _Handler(BaseHTTPRequestHandler):
     def _linger(self) -> None:
         """Discard what the client still sends (bounded in time) so it reads our reply
         instead of a connection reset; nothing is kept."""
-        sock = self.connection
+        _drain(self.connection, _LINGER_S)
+
+
+def _drain(sock: socket.socket, seconds: float) -> None:
+    """Close our side for writing, then discard what the peer sends for at most
+    ``seconds`` (until it closes), so it reads our reply instead of a reset."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's socket, read against its handler's deadline: each read waits at
+    most until ``handler._deadline``; past it, TimeoutError (and ``handler._timed_out``)."""
+
+    def __init__(self, handler: _Handler):
+        super().__init__()
+        self._handler = handler
+        self._sock = handler.connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        h = self._handler
+        left = h._deadline - time.monotonic()
+        if left <= 0:
+            h._timed_out = True
+            raise TimeoutError("the request did not arrive within the read timeout")
+        self._sock.settimeout(left)
         try:
-            sock.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + _LINGER_S
-            while (left := deadline - time.monotonic()) > 0:
-                sock.settimeout(left)
-                if not sock.recv(65536):
-                    break
-        except OSError:
-            pass
+            n = self._sock.recv_into(buffer)
+        except TimeoutError:
+            h._timed_out = True
+            raise
+        finally:
+            try:
+                self._sock.settimeout(h.timeout)
+            except OSError:
+                pass
+        h._request_bytes += n
+        return n
 
 
 # ----------------------------------------------------------------------------- entry points
 def make_server(host: str, port: int, config: AgentConfig) -> AgentServer:
-    """Bind an :class:`AgentServer` (not serving yet); OplatError if the address is taken."""
+    """Bind an :class:`AgentServer` (not serving yet); OplatError for a port outside
+    0–65535 or an address that cannot be bound (taken, not this machine's, unknown)."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise OplatError(f"port must be 0–65535 (0 picks a free one), got {port!r}")
     try:
         return AgentServer((host, port), config)
-    except OSError as exc:
-        raise OplatError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port or --host") from None
+    except (OSError, OverflowError, UnicodeError) as exc:
+        text = str(exc).strip().splitlines()
+        reason = getattr(exc, "strerror", None) or (text[0] if text else type(exc).__name__)
+        raise OplatError(f"cannot listen on {host}:{port}: {reason}; pick another --port or --host") from None
 
 
 def serve(
@@ -622,14 +1040,19 @@ def serve(
     max_runs: int = DEFAULT_MAX_RUNS,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    max_mem_bytes: int | None = None,
+    max_nodes: int = MAX_GRAPH_NODES,
+    max_inputs: int = MAX_INPUTS,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     quiet: bool = False,
     ready: Callable[[AgentServer], None] | None = None,
 ) -> None:
     """Serve until ``server.shutdown()`` is called (``ready`` gets the bound server).
 
     ``port`` 0 picks a free port (``server.server_address[1]`` says which). Limits:
-    ``max_request_bytes`` in bytes, ``max_seconds`` and ``read_timeout_s`` in seconds,
-    ``max_runs`` in samples; see :class:`AgentConfig`.
+    ``max_request_bytes`` and ``max_mem_bytes`` in bytes (``max_mem_bytes`` None: the
+    default share of this machine's memory), ``max_seconds`` and ``read_timeout_s`` in
+    seconds, ``max_runs`` in samples; see :class:`AgentConfig`.
     """
     config = AgentConfig(
         token=token,
@@ -639,6 +1062,10 @@ def serve(
         max_runs=int(max_runs),
         max_seconds=float(max_seconds),
         read_timeout_s=float(read_timeout_s),
+        max_mem_bytes=int(max_mem_bytes) if max_mem_bytes is not None else Limits.for_agent().max_mem_bytes,
+        max_nodes=int(max_nodes),
+        max_inputs=int(max_inputs),
+        max_connections=int(max_connections),
         quiet=quiet,
     )
     server = make_server(host, port, config)
@@ -648,6 +1075,30 @@ def serve(
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+
+
+def read_token_file(path: str | os.PathLike, *, what: str = "--token-file") -> str:
+    """The token in ``path``: its one line, surrounding whitespace stripped. OplatError
+    when the file cannot be read, is empty or holds more than one word; a warning when
+    other users may read it."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4097)
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise OplatError(f"cannot read the token file {os.fspath(path)!r} ({what}): {exc.strerror or exc}") from None
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = None
+    if not token or len(raw) > 4096 or any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise OplatError(
+            f"the token file {os.fspath(path)!r} ({what}) must hold one token on one line "
+            "(printable, no spaces, at most 4096 bytes)"
+        )
+    if os.name == "posix" and mode & 0o077:
+        warn(f"the token file {os.fspath(path)!r} is readable by other users; chmod 600 it")
+    return token
 
 
 def _is_loopback(host: str) -> bool:
@@ -671,22 +1122,25 @@ def run_agent(
     max_runs: int = DEFAULT_MAX_RUNS,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    max_mem_bytes: int | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    token_file: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> int:
     """``oplat agent``: print one ``listening on`` line to stdout, serve until SIGINT or
-    SIGTERM, return 0. The token comes from ``token`` or ``$OPLAT_AGENT_TOKEN``; without
-    one the agent refuses to start (OplatError)."""
+    SIGTERM, return 0. The token comes from ``token`` (Python callers), else the file
+    ``token_file``, else ``$OPLAT_AGENT_TOKEN``, else the file ``$OPLAT_AGENT_TOKEN_FILE``;
+    without one the agent refuses to start (OplatError). The command line never carries
+    it (``ps`` shows every process's arguments to every user)."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise OplatError(f"port must be 0–65535 (0 picks a free one), got {port!r}")
+    if not token and token_file is not None:
+        token = read_token_file(token_file)
     token = token or os.environ.get(TOKEN_ENV)
-    if not token:
-        raise OplatError(
-            f"the agent needs a token: pass --token or set {TOKEN_ENV} "
-            "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
-        )
-    if not _is_loopback(host):
-        warn(
-            f"listening on {host}: anyone who can reach this port and knows the token can run models; "
-            "the protocol is plain HTTP, so use it on a trusted network (or an SSH tunnel)"
-        )
+    if not token and os.environ.get(TOKEN_FILE_ENV):
+        token = read_token_file(os.environ[TOKEN_FILE_ENV], what=TOKEN_FILE_ENV)
+    if not token or not token.strip():
+        raise OplatError(_NO_TOKEN)
     stop = threading.Event()
 
     def on_ready(server: AgentServer) -> None:
@@ -698,6 +1152,11 @@ def run_agent(
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, on_signal)
             signal.signal(signal.SIGTERM, on_signal)
+        if not _is_loopback(host):  # once bound: a refused address gets its error alone
+            warn(
+                f"listening on {host}: anyone who can reach this port and knows the token can run models; "
+                "the protocol is plain HTTP, so use it on a trusted network (or an SSH tunnel)"
+            )
         d = server.device
         print(
             f"oplat agent listening on {server.url} (device {d.name}, {server.runtime} {server.runtime_version}, "
@@ -717,6 +1176,8 @@ def run_agent(
             max_runs=max_runs,
             max_seconds=max_seconds,
             read_timeout_s=read_timeout_s,
+            max_mem_bytes=max_mem_bytes,
+            max_connections=max_connections,
             quiet=quiet,
             ready=on_ready,
         )

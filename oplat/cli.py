@@ -8,12 +8,14 @@ optuna, onnx) are imported inside the subcommands so ``oplat --help`` needs none
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from oplat import __version__
-from oplat.errors import OplatError
+from oplat.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, OplatError, OplatRuntimeError
 
 __all__ = ["main"]
 
@@ -30,6 +32,22 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
+
+
+def _limits(args: argparse.Namespace):
+    from oplat.limits import Limits
+
+    return Limits.from_text(getattr(args, "max_mem", None))
 
 
 # ---------------------------------------------------------------------------- devices
@@ -65,6 +83,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     device.require()
     opset = load_opset(args.opset, precisions=precisions)
     out = Path(args.out) if args.out else default_table_path(_table_dir_name(device), opset.name, args.results)
+    limits = _limits(args)
     policy = TimingPolicy.quick() if args.quick_policy else TimingPolicy()
     overrides = {k: v for k, v in (("rounds", args.rounds), ("agree_pct", args.agree_pct)) if v is not None}
     if overrides:
@@ -82,13 +101,15 @@ def _cmd_measure(args: argparse.Namespace) -> int:
             retry_errors=args.retry_errors,
             retry_noisy=args.retry_noisy,
             progress=not args.no_progress,
+            wait=args.wait,
+            limits=limits,
         )
     except KeyboardInterrupt:
         print(
             f"oplat: interrupted; every finished row is in {out}. Run the same command again to continue.",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
     print(
         f"{summary.path}: {summary.measured} measured, {summary.already} already there "
         f"({summary.errors} error, {summary.unsupported} unsupported, {summary.noisy} noisy)"
@@ -240,6 +261,11 @@ STAT_HELP = (
 
 FORMATS_TABULATE = {"terminal": "simple", "markdown": "pipe", "github": "github"}
 
+MAX_MEM_HELP = (
+    "refuse models whose tensors need more than this (e.g. 4GiB, 512MiB); "
+    "default: a quarter of this machine's memory"
+)
+
 
 # ---------------------------------------------------------------------------- calibrate / validate
 def _device_for_table(args: argparse.Namespace):
@@ -322,6 +348,8 @@ def _parse_hw(text: str) -> tuple[int, int]:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     import re
+    import signal
+    import threading
     from dataclasses import replace
 
     from oplat.measure import default_table_path
@@ -330,39 +358,54 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from oplat.space import load_space
     from oplat.units import parse_duration_ms
 
-    budget_ms = parse_duration_ms(args.budget)
-    space = load_space(args.space)
-    changes = {}
-    if args.scale is not None and args.scale != space.scale:
-        changes["scale"] = args.scale
-    if args.input:
-        changes["in_h"], changes["in_w"] = _parse_hw(args.input)
-    if changes:
-        try:
-            space = replace(space, **changes)
-        except (TypeError, ValueError) as exc:
-            raise OplatError(f"search space {space.name} cannot take {changes}: {exc}") from None
-    device = None
-    if args.device:
-        from oplat.devices import get_device
+    # A study name names the folder <results>/search/NAME: one plain path component.
+    plain = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
 
-        device = get_device(args.device).with_options(threads=args.threads)
-        device.require()
-    table = args.table or (str(default_table_path(device.name, "sr-core", args.results)) if device else None)
-    if table is None:
-        raise OplatError("give --table (a latency table) or --device (to measure what the table lacks)")
-    if device is not None and not Path(table).exists():
-        predictor = Predictor([], source=table)
-    else:
-        predictor = Predictor.from_table(table)
-        if device is not None:
-            from oplat.validate import check_table_device
+    def search() -> int:
+        if args.name is not None and not plain.fullmatch(args.name):
+            raise OplatError(
+                f"study name {args.name!r} is not a plain name: use letters, digits, '.', '_' and '-', not starting "
+                f"with '.', at most 255 characters (it names the folder {Path(args.results) / 'search'}/NAME)"
+            )
+        budget_ms = parse_duration_ms(args.budget)
+        space = load_space(args.space)
+        changes = {}
+        if args.scale is not None and args.scale != space.scale:
+            changes["scale"] = args.scale
+        if args.input:
+            changes["in_h"], changes["in_w"] = _parse_hw(args.input)
+        if changes:
+            try:
+                space = replace(space, **changes)
+            except (TypeError, ValueError) as exc:
+                raise OplatError(f"search space {space.name} cannot take {changes}: {exc}") from None
+        device = None
+        if args.device:
+            from oplat.devices import get_device
 
-            check_table_device(predictor, device)
-    name = args.name or f"{space.name}-x{space.scale}-{space.in_h}x{space.in_w}-{args.precision}-{budget_ms:g}ms"
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise OplatError(f"study name {name!r} may hold letters, digits, '.', '_' and '-' only")
-    try:
+            device = get_device(args.device).with_options(threads=args.threads)
+            device.require()
+        table = args.table
+        if table is None and device is not None:
+            folder = _table_dir_name(device)  # where `oplat measure` writes this device's table
+            if folder in ("", ".", "..") or any(c in folder for c in "/\\\0"):
+                raise OplatError(f"device name {device.name!r} cannot name a folder under {args.results}; give --table")
+            table = str(default_table_path(folder, "sr-core", args.results))
+        if table is None:
+            raise OplatError("give --table (a latency table) or --device (to measure what the table lacks)")
+        if device is not None and not Path(table).exists():
+            predictor = Predictor([], source=table)
+        else:
+            predictor = Predictor.from_table(table)
+            if device is not None:
+                from oplat.validate import check_table_device
+
+                check_table_device(predictor, device)
+        if args.name is not None:
+            name = args.name
+        else:  # the space's name comes from its file: keep only what a plain name may hold
+            raw = f"{space.name}-x{space.scale}-{space.in_h}x{space.in_w}-{args.precision}-{budget_ms:g}ms"
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")[:255]
         result = run_search(
             space=space,
             predictor=predictor,
@@ -378,11 +421,24 @@ def _cmd_search(args: argparse.Namespace) -> int:
             table_path=table,
             progress=not args.no_progress,
         )
-    except KeyboardInterrupt:
-        print("oplat: interrupted; finished trials are in the study. Run the same command again to resume.", file=sys.stderr)
+        print(result.summary())
+        return 0
+
+    try:
+        return search()
+    except KeyboardInterrupt as exc:
+        # One line, whatever another Ctrl-C does meanwhile: it is ignored while the line is
+        # written and the interrupted frames (and the runtime objects they hold) are freed.
+        old = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+        if old is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            exc.__traceback__ = exc.__context__ = None
+            print("oplat: interrupted; finished trials are in the study. Run the same command again to resume.", file=sys.stderr)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
         return 130
-    print(result.summary())
-    return 0
 
 
 # ---------------------------------------------------------------------------- export
@@ -401,6 +457,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if "tflite" in formats:
         from oplat.tflite import tflite_from_onnx
     opset = load_opset(args.opset, precisions=precisions)
+    from oplat.limits import check_spec
+
+    limits = _limits(args)
+    for spec in opset.specs:
+        check_spec(spec, limits, where=opset.source)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -415,28 +476,41 @@ def _cmd_export(args: argparse.Namespace) -> int:
             stem = spec.label().replace(" ", "_").replace("→", "-").replace("×", "x").replace("+", "_")
             model = model_from_op(spec)
             files = []
-            if "onnx" in formats:
-                (out / f"{stem}.onnx").write_bytes(model.SerializeToString())
-                files.append(f"{stem}.onnx")
-            if "tflite" in formats:
-                (out / f"{stem}.tflite").write_bytes(tflite_from_onnx(model))
-                files.append(f"{stem}.tflite")
+            try:
+                if "onnx" in formats:
+                    (out / f"{stem}.onnx").write_bytes(model.SerializeToString())
+                    files.append(f"{stem}.onnx")
+                if "tflite" in formats:
+                    (out / f"{stem}.tflite").write_bytes(tflite_from_onnx(model))
+                    files.append(f"{stem}.tflite")
+            except OSError as exc:
+                raise OplatRuntimeError(f"cannot write {out / stem}.* ({exc.strerror}); free space or choose another --out") from None
             index.append({"key": spec.key, "label": spec.label(), "files": files})
     import json
 
-    (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
+    try:
+        (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
+    except OSError as exc:
+        raise OplatRuntimeError(f"cannot write {out / 'index.json'} ({exc.strerror}); free space or choose another --out") from None
     print(f"wrote {len(index)} entries ({', '.join(formats)}) to {out}; index.json maps keys to files")
     return 0
 
 
 # ---------------------------------------------------------------------------- agent
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from oplat.agent import run_agent
+    from oplat.agent import TOKEN_ENV, run_agent
+    from oplat.limits import Limits, parse_size_bytes
 
+    if args.token is not None:  # argv is readable by every user of the machine (`ps`)
+        raise OplatError(
+            f"--token on the command line is visible to every user in `ps`; put the token in a file "
+            f"(chmod 600) and pass --token-file PATH, or set {TOKEN_ENV}"
+        )
+    max_mem_bytes = parse_size_bytes(args.max_mem) if args.max_mem is not None else Limits.for_agent().max_mem_bytes
     return run_agent(
         args.host,
         args.port,
-        args.token,
+        None,
         args.device,
         threads=args.threads,
         precision=args.infer_precision,
@@ -444,6 +518,9 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         max_runs=args.max_runs,
         max_seconds=args.max_seconds,
         read_timeout_s=args.read_timeout_s,
+        max_mem_bytes=max_mem_bytes,
+        max_connections=args.max_connections,
+        token_file=args.token_file,
         quiet=args.quiet,
     )
 
@@ -477,10 +554,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results folder for the default --out (default: results)")
     p.add_argument("--batch", type=_positive_int, default=24, help="entries timed together with interleaved rounds, so a slow spell of a shared machine hits them alike (default: 24)")
     p.add_argument("--rounds", type=_positive_int, help="rounds per entry (default: 5)")
-    p.add_argument("--agree-pct", type=float, help="rounds must agree within this %% or are re-measured (default: 3)")
+    p.add_argument("--agree-pct", type=_positive_float, help="rounds must agree within this %% or are re-measured (default: 3)")
     p.add_argument("--quick-policy", action="store_true", help="short warm-up and rounds: for smoke runs, not tables")
     p.add_argument("--retry-errors", action="store_true", help="re-measure entries whose row says error")
     p.add_argument("--retry-noisy", action="store_true", help="re-measure entries flagged noisy (the new row wins)")
+    p.add_argument("--wait", action="store_true", help="if another run is writing the table, wait for it and then measure what it left (default: refuse)")
+    p.add_argument("--max-mem", help=MAX_MEM_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("table", help="render one table, or several side by side with ratios")
@@ -520,8 +599,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="LR input size HxW (default: the space's, e.g. 360x640)")
     p.add_argument("--precision", default="int8", choices=["int8", "fp32"], help="which network the budget constrains (default: int8)")
     p.add_argument("--trials", type=_positive_int, default=200, help="total trials the study should reach (default: 200)")
-    p.add_argument("--name", help="study name: results/search/NAME/ (default: from space, scale, input, precision, budget)")
-    p.add_argument("--storage", help="Optuna storage URL (e.g. postgresql://…) for many workers; default: a journal file")
+    p.add_argument("--name", help="study name, a plain name (letters, digits, . _ -): results/search/NAME/ (default: from space, scale, input, precision, budget)")
+    p.add_argument("--storage", help="Optuna storage URL (e.g. postgresql://…) for many workers, or a journal file in an existing folder; default: results/search/NAME/study.journal")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pareto", action="store_true", help="two objectives: latency and the capacity proxy; pareto.csv holds the front")
     p.add_argument("--threads", type=_positive_int, help="intra-op threads for --device (must match the table's)")
@@ -533,19 +612,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", help="onnx, tflite or onnx,tflite (default: onnx)")
     p.add_argument("--precision", help="comma list of precisions (default: the op set's)")
     p.add_argument("--out", required=True, help="folder to write to")
+    p.add_argument("--max-mem", help=MAX_MEM_HELP)
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("agent", help="serve measurements to a host over the network (run it on the board)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
-    p.add_argument("--token", help="shared secret every request must carry (default: $OPLAT_AGENT_TOKEN; required)")
+    p.add_argument("--token-file", metavar="PATH", help="file holding the shared secret every request must carry (default: $OPLAT_AGENT_TOKEN; one of them is required)")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # refused: argv is visible in `ps`
     p.add_argument("--device", default="cpu", help="device measured on (see `oplat devices`; default: cpu)")
     p.add_argument("--threads", type=_positive_int, help="intra-op threads (default: the device's, 1)")
     p.add_argument("--infer-precision", choices=["f32", "bf16", "f16"], help="OpenVINO inference precision")
     p.add_argument("--max-request-mib", type=_positive_int, default=64, help="largest request body in MiB (default: 64)")
     p.add_argument("--max-runs", type=_positive_int, default=100000, help="most timing samples per request (default: 100000)")
-    p.add_argument("--max-seconds", type=float, default=300.0, help="longest estimated measurement per request (default: 300)")
-    p.add_argument("--read-timeout-s", type=float, default=30.0, help="drop a request that stalls this long (default: 30)")
+    p.add_argument("--max-seconds", type=float, default=300.0, help="longest estimated request, checked before the model runs and after its first run (default: 300)")
+    p.add_argument("--read-timeout-s", type=float, default=30.0, help="headers and body of a request must arrive within this many seconds in all (default: 30)")
+    p.add_argument("--max-mem", metavar="SIZE", help="most estimated tensor memory of one model, e.g. 4GiB (default: a quarter of this machine's memory, at most 1GiB)")
+    p.add_argument("--max-connections", type=_positive_int, default=128, help="connections served at once; one more gets 503 (default: 128)")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines on stderr")
     return parser
 
@@ -564,29 +647,43 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 0
+    """Run one command; return its exit status (see :mod:`oplat.errors`: 0 ok, 1 internal
+    error, 2 bad input, 3 environment failure, 130 interrupted, 141 stdout closed)."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        return COMMANDS[args.command](args)
+        parser = _parser()
+        args = parser.parse_args(argv)
+        debug = args.debug
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 0
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at exit
+        return status
     except OplatError as exc:
-        if args.debug:
+        if debug:
             raise
         print(f"oplat: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("oplat: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`oplat table … | head`): say nothing, and keep Python from
+        # complaining when it flushes stdout at exit.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_PIPE
     except Exception as exc:  # a bug: one line unless --debug
-        if args.debug:
+        if debug:
             raise
         print(
             f"oplat: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

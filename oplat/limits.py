@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from oplat.errors import OplatError
 
 __all__ = [
+    "AGENT_MAX_MEM_BYTES",
     "DEFAULT_MEM_FRACTION",
     "MAX_GRAPH_NODES",
     "MAX_INPUTS",
@@ -33,6 +34,10 @@ __all__ = [
 
 #: Default ``--max-mem``: this share of the machine's physical memory.
 DEFAULT_MEM_FRACTION = 0.25
+#: The agent's default is also at most this many bytes: its requests come from the
+#: network, and a 200-byte request must not be able to take gigabytes (the estimate is a
+#: floor: a Relu estimated at 2 GiB took 3.2 GB). One-op SR models at 1080p need < 100 MiB.
+AGENT_MAX_MEM_BYTES = 1 << 30
 #: Most graph inputs a one-op model may have (a concat's arity); 100,000 takes minutes to build.
 MAX_INPUTS = 4096
 #: Most nodes a model sent to the agent or measured whole may have.
@@ -90,6 +95,11 @@ class Limits:
     def default(cls) -> Limits:
         total = machine_memory_bytes()
         return cls(max_mem_bytes=int(total * DEFAULT_MEM_FRACTION) if total else 4 * 2**30)
+
+    @classmethod
+    def for_agent(cls) -> Limits:
+        """The agent's default: :meth:`default`, capped at :data:`AGENT_MAX_MEM_BYTES`."""
+        return cls(max_mem_bytes=min(cls.default().max_mem_bytes, AGENT_MAX_MEM_BYTES))
 
     @classmethod
     def from_text(cls, max_mem: str | None) -> Limits:

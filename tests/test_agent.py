@@ -53,10 +53,11 @@ def _start_agent(tmp_path, **limits) -> Agent:
     kwargs = ", ".join(f"{k}={v!r}" for k, v in limits.items())
     code = (
         "import sys\nfrom oplat.agent import run_agent\n"
-        f"sys.exit(run_agent('127.0.0.1', 0, {TOKEN!r}, 'cpu', {kwargs}))"
+        f"sys.exit(run_agent('127.0.0.1', 0, None, 'cpu', {kwargs}))"
     )
     stderr_path = tmp_path / "agent.stderr"
-    env = {k: v for k, v in os.environ.items() if k != "OPLAT_AGENT_TOKEN"}
+    # The token travels in the environment, never on the command line (`ps` shows it).
+    env = {**{k: v for k, v in os.environ.items() if k != "OPLAT_AGENT_TOKEN_FILE"}, "OPLAT_AGENT_TOKEN": TOKEN}
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,
@@ -325,11 +326,12 @@ def test_unreachable_agent_is_one_line_with_bounded_retries():
     message = str(info.value)
     assert time.monotonic() - start < 3
     assert "\n" not in message and "unreachable" in message and "(2 attempts)" in message
-    assert "oplat agent --token" in message
+    assert "oplat agent --token-file" in message
 
 
 def test_client_needs_url_and_token(monkeypatch):
     monkeypatch.delenv("OPLAT_AGENT_TOKEN", raising=False)
+    monkeypatch.delenv("OPLAT_AGENT_TOKEN_FILE", raising=False)
     monkeypatch.delenv("OPLAT_AGENT_URL", raising=False)
     with pytest.raises(OplatError, match="url"):
         remote.open(b"", None, {"token": "t"})
@@ -393,7 +395,7 @@ def test_cli_agent_and_measure_remote_end_to_end(tmp_path, monkeypatch, capsys):
         code = main(["measure", "--device", f"remote:127.0.0.1:{port}", "--opset", str(opset), "--out", str(out),
                      "--quick-policy", "--no-progress"])
         assert code == 0, capsys.readouterr().err
-        rows = read_table(out).rows
+        rows = [r.to_json() for r in read_table(out).rows]
         assert len(rows) == 2 and all(r["status"] == "ok" and r["median_ms"] > 0 for r in rows)
         assert rows[0]["device"]["name"] == f"remote:127.0.0.1:{port}" and rows[0]["device"]["agent_device"] == "cpu"
         assert rows[0]["device"]["runtime"] == "onnxruntime"

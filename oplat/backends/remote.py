@@ -15,7 +15,9 @@ ignored. The protocol is described in :mod:`oplat.agent`.
 Options:
 
 - ``url``: the agent, e.g. ``http://192.168.1.20:8765`` (or ``$OPLAT_AGENT_URL``).
-- ``token``: the agent's token (or ``$OPLAT_AGENT_TOKEN``).
+- ``token``: the agent's token; else ``token_file`` (a file holding it), else
+  ``$OPLAT_AGENT_TOKEN``, else ``$OPLAT_AGENT_TOKEN_FILE`` (a file). The token never
+  needs to be on a command line, where ``ps`` shows it to every user.
 - ``timeout_s``: longest wait for a reply once connected, in seconds (a measurement runs
   inside it; default 600, above the agent's default 300 s per request).
 - ``connect_timeout_s``: longest wait to connect, in seconds (default 5).
@@ -41,13 +43,14 @@ import urllib.parse
 from dataclasses import asdict, dataclass, field
 
 from oplat.backends import KernelProfile, Unsupported
-from oplat.errors import OplatError
+from oplat.errors import OplatError, OplatRuntimeError
 from oplat.timing import Timing, TimingPolicy
 
 __all__ = [
     "AgentClient",
     "AgentError",
     "RemoteSession",
+    "TOKEN_FILE_ENV",
     "URL_ENV",
     "agent_info",
     "available",
@@ -60,8 +63,11 @@ __all__ = [
 URL_ENV = "OPLAT_AGENT_URL"
 #: Environment variable holding the token (the agent reads the same one).
 TOKEN_ENV = "OPLAT_AGENT_TOKEN"
+#: Environment variable naming a file that holds the token (when TOKEN_ENV is unset;
+#: the agent reads the same one).
+TOKEN_FILE_ENV = "OPLAT_AGENT_TOKEN_FILE"
 _MAX_BACKOFF_S = 8.0
-_START_HINT = "start it with `oplat agent --token ...` on the board"
+_START_HINT = f"start it on the board with `oplat agent --token-file PATH` (or {TOKEN_ENV} set)"
 
 
 class AgentError(Exception):
@@ -119,9 +125,21 @@ class AgentClient:
             parts.port
         except ValueError:
             raise OplatError(f"agent url {url!r} has a bad port") from None
-        token = options.get("token") or os.environ.get(TOKEN_ENV)
+        token = options.get("token")
+        if not token and options.get("token_file"):
+            from oplat.agent import read_token_file
+
+            token = read_token_file(options["token_file"], what="option token_file")
+        token = token or os.environ.get(TOKEN_ENV)
+        if not token and os.environ.get(TOKEN_FILE_ENV):
+            from oplat.agent import read_token_file
+
+            token = read_token_file(os.environ[TOKEN_FILE_ENV], what=TOKEN_FILE_ENV)
         if not token:
-            raise OplatError(f"no agent token: pass the token the agent was started with (option token, or {TOKEN_ENV})")
+            raise OplatError(
+                "no agent token: give the token the agent was started with "
+                f"(option token or token_file, or {TOKEN_ENV}, or {TOKEN_FILE_ENV} naming a file)"
+            )
         retries = options.get("retries", 3)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise OplatError(f"remote option retries must be a count >= 0, got {retries!r}")
@@ -161,7 +179,7 @@ class AgentClient:
             except _ConnectFailed as exc:
                 if attempt >= self.retries:
                     tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
-                    raise OplatError(f"agent at {self.url} unreachable: {exc} ({tries}); {_START_HINT}") from None
+                    raise OplatRuntimeError(f"agent at {self.url} unreachable: {exc} ({tries}); {_START_HINT}") from None
                 attempt += 1
                 time.sleep(delay_s)
                 delay_s = min(max(delay_s * 2, 0.01), _MAX_BACKOFF_S)
@@ -170,7 +188,7 @@ class AgentClient:
                 now = time.monotonic()
                 busy_until = busy_until if busy_until is not None else now + self.busy_wait_s
                 if now >= busy_until:
-                    raise OplatError(
+                    raise OplatRuntimeError(
                         f"agent at {self.url} stayed busy for {self.busy_wait_s:g} s measuring for another client; "
                         "wait for it or raise busy_wait_s"
                     )
@@ -199,11 +217,11 @@ class AgentClient:
             response = conn.getresponse()
             return response.status, response.headers, response.read()
         except TimeoutError:
-            raise OplatError(
+            raise OplatRuntimeError(
                 f"agent at {self.url} did not answer within {self.timeout_s:g} s; raise timeout_s for long measurements"
             ) from None
         except (http.client.HTTPException, OSError) as exc:
-            raise OplatError(f"agent at {self.url} dropped the connection: {type(exc).__name__}: {exc}") from None
+            raise OplatRuntimeError(f"agent at {self.url} dropped the connection: {type(exc).__name__}: {exc}") from None
         finally:
             conn.close()
 
@@ -221,7 +239,7 @@ class AgentClient:
         if status == 401:
             raise OplatError(
                 f"agent at {self.url} refused the token (401): use the token it was started with "
-                f"(option token, or {TOKEN_ENV})"
+                f"(option token or token_file, or {TOKEN_ENV} / {TOKEN_FILE_ENV})"
             )
         if status == 422 and kind == "unsupported":
             raise Unsupported(message)
