@@ -52,7 +52,7 @@ def oplat_median_ms(spec) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "t.jsonl"
         measure_specs([spec], get_device("cpu"), opset="bench", out=out, progress=False)
-        return read_table(out).rows[0]["median_ms"]
+        return read_table(out).rows[0].stats.median_ms
 
 
 def agreement(rows: list[dict]) -> tuple[int, int, float]:
@@ -76,7 +76,7 @@ def main() -> int:
     from oplat.table import read_table
 
     if args.table:
-        rows = list(read_table(args.table).latest().values())
+        rows = [r.to_json() for r in read_table(args.table).latest().values()]
         print(f"(1) table {args.table}: {len(rows)} rows (measuring time not re-run)")
     else:
         opset = load_opset(args.opset)
@@ -85,7 +85,7 @@ def main() -> int:
             t0 = time.perf_counter()
             measure_specs(opset.specs, get_device(args.device), opset=opset.name, out=out)
             elapsed = time.perf_counter() - t0
-            rows = read_table(out).rows
+            rows = [r.to_json() for r in read_table(out).rows]
         print(f"(1) measured {len(rows)} entries of {opset.name} on {args.device} in {elapsed:.0f} s "
               f"({elapsed / max(1, len(rows)):.2f} s/entry)")
     agreed, ok, share = agreement(rows)

@@ -40,7 +40,7 @@ def main() -> int:
                     break
                 out = Path(tmp) / f"{name}.jsonl"
                 measure_specs(specs, device, opset="agree", out=out, progress=False)
-                results[name] = read_table(out).latest()
+                results[name] = {k: r.to_json() for k, r in read_table(out).latest().items()}
             if len(results) < 2:
                 continue
             for spec in specs:

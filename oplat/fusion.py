@@ -20,44 +20,17 @@ from onnx import compose
 from oplat.build import model_from_op
 from oplat.devices import Device
 from oplat.measure import time_network
+from oplat.records import FUSED_BELOW, FusionVerdict
 from oplat.spec import OpSpec
 from oplat.timing import TimingPolicy
 
-__all__ = ["PAIRS", "FusionVerdict", "detect_fusions", "model_from_pair"]
+__all__ = ["FUSED_BELOW", "PAIRS", "FusionVerdict", "detect_fusions", "model_from_pair"]
 
 #: Pairs worth knowing for plain SR networks: (A op, B op).
 PAIRS = (("conv", "relu"), ("conv", "add"))
 
-#: Below this remaining share, B counts as fused into A.
-FUSED_BELOW = 0.5
-
-
 #: Profiled op types that show B still running as its own kernel (ORT, OpenVINO).
 _B_KERNELS = {"relu": {"Relu", "QLinearRelu", "Eltwise"}, "add": {"Add", "QLinearAdd", "Eltwise", "Sum"}}
-
-
-@dataclass(frozen=True)
-class FusionVerdict:
-    pair: str  # "conv+add"
-    precision: str
-    a_ms: float
-    b_ms: float
-    ab_ms: float
-    shape: str
-    b_kernels: tuple[str, ...] | None = None  # B's kernels in A→B's profile; None: no profiler
-
-    @property
-    def b_share(self) -> float:
-        if self.b_kernels is not None:
-            return 1.0 if self.b_kernels else 0.0
-        return max(0.0, (self.ab_ms - self.a_ms) / self.b_ms) if self.b_ms > 0 else 1.0
-
-    @property
-    def fused(self) -> bool:
-        return self.b_share < FUSED_BELOW
-
-    def as_dict(self) -> dict:
-        return {**self.__dict__, "b_share": round(self.b_share, 4), "fused": self.fused}
 
 
 def _pair_specs(a_op: str, b_op: str, c: int, h: int, w: int, precision: str) -> tuple[OpSpec, OpSpec]:
@@ -97,11 +70,12 @@ def _timed(model, device: Device, policy: TimingPolicy):
     """(p10 ms of the model's own kernels, the profile or None). With a profiler the
     p10 wall time is scaled by the kernels' share of the profiled run (lone-op reorders
     would otherwise swamp the comparison); without one it is the p10 wall time."""
-    stats, profile = time_network(model, device, policy, profile=True)
+    timed = time_network(model, device, policy, profile=True)
+    p10, profile = timed.stats.of("p10"), timed.profile
     if profile is None or profile.compute_ms <= 0:
-        return stats["p10_ms"], None
+        return p10, None
     total = profile.compute_ms + profile.layout_ms
-    return stats["p10_ms"] * profile.compute_ms / total, profile
+    return p10 * profile.compute_ms / total, profile
 
 
 def detect_fusions(

@@ -14,7 +14,6 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from oplat.backends import Unsupported
@@ -24,8 +23,9 @@ from oplat.errors import OplatError
 from oplat.fingerprint import SETUP_FIELDS, environment, setup_diff
 from oplat.limits import Limits, check_spec
 from oplat.progress import progress_bar
+from oplat.records import NetworkTiming, Row
 from oplat.spec import OpSpec
-from oplat.table import SCHEMA_VERSION, TableWriter, TableWriteError
+from oplat.table import TableWriter, TableWriteError
 from oplat.timing import Timing, TimingPolicy, time_interleaved
 
 __all__ = ["MeasureSummary", "measure_specs", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
@@ -64,59 +64,10 @@ def fingerprint_for(device: Device) -> dict:
     )
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _base_row(spec: OpSpec, opset: str, fingerprint: dict) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "key": spec.key,
-        "spec": spec.as_dict(),
-        "label": spec.label(),
-        "opset": opset,
-        "device": fingerprint,
-        "macs": spec.macs,
-        "measured_at": _now(),
-    }
-
-
-def _failure_row(base: dict, status: str, exc: BaseException) -> dict:
-    text = str(exc).strip().splitlines()
-    message = f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
-    row = {**base, "status": status, "message": message}
-    # Toolchain failures carry the command line and the tail of its output.
-    if getattr(exc, "argv", None):
-        import shlex
-
-        row["command"] = shlex.join(exc.argv)
-    if getattr(exc, "output_tail", None):
-        row["output_tail"] = exc.output_tail
-    return row
-
-
-def _ok_row(base: dict, timing: Timing, policy: TimingPolicy, profile) -> dict:
-    stats = timing.stats()
-    row = {**base, "status": "ok", **stats}
-    row["noisy"] = timing.spread_pct > policy.agree_pct
-    row["extra_rounds"] = timing.extra_rounds
-    row["runs_per_round"] = timing.runs_per_round
-    row["samples_ms"] = [round(s, 6) for s in timing.samples_ms]
-    if timing.discarded_rounds_ms:
-        row["discarded_rounds_ms"] = [[round(s, 6) for s in r] for r in timing.discarded_rounds_ms]
-    row["policy"] = {"rounds": policy.rounds, "round_s": policy.round_s, "agree_pct": policy.agree_pct}
-    if profile is not None:
-        row["kernel_ms"] = profile.compute_ms
-        row["layout_ms"] = profile.layout_ms
-        row["kernels"] = profile.nodes
-        row["profile_runs"] = profile.runs
-    return row
-
-
 def _check_same_setup(path: Path, rows, fingerprint: dict) -> None:
     """Refuse to mix rows measured under another setup into one table."""
     for row in rows:
-        diff = setup_diff(row["device"], fingerprint, SETUP_FIELDS)
+        diff = setup_diff(row.device, fingerprint, SETUP_FIELDS)
         if diff:
             was, now = diff
             raise OplatError(
@@ -140,7 +91,7 @@ def _measure_batch(
     opset: str,
     fingerprint: dict,
     policy: TimingPolicy,
-    write: Callable[[dict], None],
+    write: Callable[[Row], None],
 ) -> None:
     """Measure one batch, handing each row to ``write`` as soon as it is complete.
 
@@ -152,31 +103,27 @@ def _measure_batch(
     with ExitStack() as stack:
         open_sessions = []
         for spec in specs:
-            base = _base_row(spec, opset, fingerprint)
             try:
                 model = model_from_op(spec)
                 session = stack.enter_context(module.open(model, inputs_for(model), device.options))
             except Unsupported as exc:
-                write(_failure_row(base, "unsupported", exc))
+                write(Row.failed(spec, opset, fingerprint, "unsupported", exc))
                 continue
             except Exception as exc:  # a runtime failing on one op must not stop the run
-                write(_failure_row(base, "error", exc))
+                write(Row.failed(spec, opset, fingerprint, "error", exc))
                 continue
-            open_sessions.append((base, session))
+            open_sessions.append((spec, session))
         written: set[int] = set()
 
         def finish(index: int, timing: Timing) -> None:
-            base, session = open_sessions[index]
+            spec, session = open_sessions[index]
             profile_error = None
             try:
-                profile = session.profile(_profile_runs(timing.stats()["median_ms"]))
+                profile = session.profile(_profile_runs(timing.summary().median_ms))
             except Exception as exc:  # the wall-clock timing stands; say why per-node times are missing
                 profile, profile_error = None, f"{type(exc).__name__}: {exc}"[:300]
-            row = _ok_row(base, timing, policy, profile)
-            if profile_error:
-                row["profile_error"] = profile_error
             written.add(index)
-            write(row)
+            write(Row.measured(spec, opset, fingerprint, timing, policy, profile, profile_error))
 
         try:
             if any(_self_timed(s) for _, s in open_sessions):
@@ -190,14 +137,14 @@ def _measure_batch(
             raise  # the table cannot be written (disk full, setup): stop, rows so far are kept
         except Exception:
             # One entry failed mid-run: time the rest one by one so only it gets an error row.
-            for i, (base, session) in enumerate(open_sessions):
+            for i, (spec, session) in enumerate(open_sessions):
                 if i in written:
                     continue
                 try:
                     timing = session.time(policy) if _self_timed(session) else time_interleaved([session.run], policy)[0]
                 except Exception as exc:
                     written.add(i)
-                    write(_failure_row(base, "error", exc))
+                    write(Row.failed(spec, opset, fingerprint, "error", exc))
                     continue
                 finish(i, timing)
 
@@ -213,7 +160,7 @@ def measure_specs(
     retry_errors: bool = False,
     retry_noisy: bool = False,
     progress: bool = True,
-    on_row: Callable[[dict], None] | None = None,
+    on_row: Callable[[Row], None] | None = None,
     wait: bool = False,
     limits: Limits | None = None,
 ) -> MeasureSummary:
@@ -238,10 +185,10 @@ def measure_specs(
     out = Path(out)
     fingerprint = fingerprint_for(device)
 
-    def finished(row: dict) -> bool:
-        if retry_errors and row["status"] == "error":
+    def finished(row: Row) -> bool:
+        if retry_errors and row.status == "error":
             return False
-        return not (retry_noisy and row.get("noisy"))
+        return not (retry_noisy and row.noisy)
 
     counts = {"measured": 0, "error": 0, "unsupported": 0, "noisy": 0}
     with TableWriter(out, wait=wait) as writer:
@@ -253,12 +200,12 @@ def measure_specs(
             total=len(specs), initial=already, unit="op", desc=f"{device.name} {opset}", enabled=progress
         ) as bar:
 
-            def write(row: dict) -> None:
+            def write(row: Row) -> None:
                 writer.append(row)
                 counts["measured"] += 1
-                if row["status"] != "ok":
-                    counts[row["status"]] += 1
-                elif row.get("noisy"):
+                if not row.ok:
+                    counts[row.status] += 1
+                elif row.noisy:
                     counts["noisy"] += 1
                 if on_row:
                     on_row(row)
@@ -278,14 +225,14 @@ def measure_specs(
     )
 
 
-def time_networks(models: Sequence, device: Device, policy: TimingPolicy | None = None, *, profile: bool = False):
+def time_networks(models: Sequence, device: Device, policy: TimingPolicy | None = None, *, profile: bool = False) -> list[NetworkTiming]:
     """Time whole networks end to end with interleaved rounds (one batch).
 
     Round *r* of every network runs before round *r+1* of any, so a slow spell of a
     shared machine falls on all of them alike, and each network's rounds are spread
-    over the whole batch instead of a few seconds. Returns one (row statistics as in a
-    table row, KernelProfile or None) per model. Self-timed sessions (remote agents,
-    board tools) time themselves with the same policy, one after another.
+    over the whole batch instead of a few seconds. Returns one :class:`NetworkTiming`
+    per model. Self-timed sessions (remote agents, board tools) time themselves with the
+    same policy, one after another.
     """
     module = device.require()
     policy = policy or TimingPolicy()
@@ -297,18 +244,17 @@ def time_networks(models: Sequence, device: Device, policy: TimingPolicy | None 
             timings = time_interleaved([s.run for s in sessions], policy)
         out = []
         for session, timing in zip(sessions, timings):
-            stats = timing.stats()
-            stats["noisy"] = timing.spread_pct > policy.agree_pct
+            stats = timing.summary()
             kernel_profile = None
             if profile:
                 try:
-                    kernel_profile = session.profile(_profile_runs(stats["median_ms"]))
+                    kernel_profile = session.profile(_profile_runs(stats.median_ms))
                 except Exception:  # per-node times are optional; the wall time stands
                     kernel_profile = None
-            out.append((stats, kernel_profile))
+            out.append(NetworkTiming(stats, timing.spread_pct > policy.agree_pct, timing.spread_pct, len(timing.rounds_ms), kernel_profile))
     return out
 
 
-def time_network(model, device: Device, policy: TimingPolicy | None = None, *, profile: bool = False):
+def time_network(model, device: Device, policy: TimingPolicy | None = None, *, profile: bool = False) -> NetworkTiming:
     """Time one whole network end to end: :func:`time_networks` of a batch of one."""
     return time_networks([model], device, policy, profile=profile)[0]

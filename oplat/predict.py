@@ -40,6 +40,7 @@ import numpy as np
 
 from oplat.errors import OplatError
 from oplat.graph import Kernel, NetGraph, net_graph
+from oplat.records import Composition, CompositionFile, FusionVerdict, Row
 from oplat.spec import OpSpec
 from oplat.table import read_table
 
@@ -79,30 +80,6 @@ class KernelCost:
     @property
     def label(self) -> str:
         return self.kernel.spec.label()
-
-
-@dataclass(frozen=True)
-class Composition:
-    """total_ms = compute·Σcompute + layout·Σlayout + boundary·(in+out Melements) + const_ms."""
-
-    compute: float = 1.0
-    layout: float = 0.0
-    boundary_per_melem_ms: float = 0.0
-    const_ms: float = 0.0
-    networks: int = 0  # how many networks it was fitted on (0: not fitted)
-    fit_mape_pct: float | None = None
-    loo_mape_pct: float | None = None  # leave-one-out error of the chosen model
-
-    def total(self, f: dict[str, float]) -> float:
-        return (
-            self.compute * f["compute_ms"]
-            + self.layout * f["layout_ms"]
-            + self.boundary_per_melem_ms * f["boundary_melem"]
-            + self.const_ms
-        )
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -146,26 +123,29 @@ class Predictor:
 
     def __init__(
         self,
-        rows: Sequence[dict],
+        rows: Sequence[Row | dict],
         *,
         composition: dict[str, Composition] | None = None,
-        fusion: dict[str, dict[str, dict]] | None = None,
+        fusion: dict[str, dict[str, FusionVerdict]] | None = None,
         source: str = "",
         stat: str = DEFAULT_STAT,
+        measured_between: tuple[str, str] | None = None,
     ):
         if stat not in STATS:
             raise OplatError(f"unknown statistic {stat!r}; use one of {', '.join(STATS)}")
+        rows = [r if isinstance(r, Row) else Row.from_json(r) for r in rows]
         self.stat = stat
         self.source = source
         self.fusion = fusion or {}  # precision -> pair ("conv+add") -> verdict (see oplat.fusion)
-        self.rows = {r["key"]: r for r in rows if r["status"] == "ok"}
-        self.failed = {r["key"]: r for r in rows if r["status"] != "ok"}
+        self.rows = {r.key: r for r in rows if r.ok}
+        self.failed = {r.key: r for r in rows if not r.ok}
         self.composition = composition or {}
-        self.device = next((r["device"] for r in rows), {})
-        self._families: dict[tuple, list[tuple[OpSpec, dict]]] = {}
+        self.device = next((r.device for r in rows), {})
+        #: (first, last) time the table's rows were measured, for provenance lines.
+        self.measured_between = measured_between
+        self._families: dict[tuple, list[tuple[OpSpec, Row]]] = {}
         for row in self.rows.values():
-            spec = OpSpec.from_dict(row["spec"])
-            self._families.setdefault(_family(spec), []).append((spec, row))
+            self._families.setdefault(_family(row.spec), []).append((row.spec, row))
 
     @classmethod
     def from_table(cls, path: str | Path, stat: str | None = None) -> Predictor:
@@ -174,49 +154,35 @@ class Predictor:
         if not table.rows:
             raise OplatError(f"{path}: the table is empty; run `oplat measure` first")
         comp, fusion, fitted_stat = {}, {}, DEFAULT_STAT
-        cpath = compose_path(path)
-        if cpath.exists():
-            try:
-                data = json.loads(cpath.read_text())
-                fitted_stat = data.get("stat", "median")
-                comp = {p: Composition(**c) for p, c in data["composition"].items()}
-                fusion = data.get("fusion", {})
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise OplatError(f"{cpath}: unreadable composition model ({exc}); delete it and run `oplat calibrate` again") from None
+        stored = CompositionFile.read(compose_path(path))
+        if stored is not None:
+            fitted_stat, comp, fusion = stored.stat, dict(stored.composition), dict(stored.fusion)
             if stat is not None and stat != fitted_stat:
                 comp = {}  # fitted on another statistic: it does not apply
-        return cls(table.rows, composition=comp, fusion=fusion, source=str(path), stat=stat or fitted_stat)
+        return cls(
+            table.rows, composition=comp, fusion=fusion, source=str(path), stat=stat or fitted_stat,
+            measured_between=table.measured_between,
+        )
 
     # ------------------------------------------------------------------ kernels
-    def _times(self, row: dict) -> tuple[float, float]:
+    def _times(self, row: Row) -> tuple[float, float]:
         """(compute ms, lone-op layout ms) of a row under the predictor's statistic."""
-        kernel, layout = row.get("kernel_ms"), float(row.get("layout_ms") or 0.0)
+        kernel, layout = row.kernel_ms, float(row.layout_ms or 0.0)
         if self.stat == "median":
             if kernel is not None:
                 return float(kernel), layout
-            return float(row["median_ms"]), 0.0
-        wall = row.get(f"{self.stat}_ms")
-        if wall is None:  # a summary-only row (some device tools print no samples): its median
-            wall = row["median_ms"]
-        wall = float(wall)
-        profiled = sum(n["median_ms"] for n in row.get("kernels") or []) or (
-            (kernel or 0.0) + layout
-        )
+            return float(row.stats.median_ms), 0.0
+        wall = float(row.stat_ms(self.stat))  # a summary-only row (no samples) gives its median
+        profiled = sum(n["median_ms"] for n in row.kernels) or ((kernel or 0.0) + layout)
         if kernel is None or profiled <= 0:
             return wall, 0.0
         return wall * float(kernel) / profiled, wall * layout / profiled
 
-    def _exact(self, spec: OpSpec) -> tuple[dict, str] | None:
-        row = self.rows.get(spec.key)
-        if row is not None:
-            return row, spec.key
-        if spec.precision == "int8" and spec.op in ("conv", "conv+relu"):
-            # In a QDQ network the ReLU is folded into the int8 output range (quantizers
-            # drop it); the int8 conv and conv+relu rows time the same QLinearConv.
-            twin = OpSpec.from_dict({**spec.as_dict(), "op": "conv+relu" if spec.op == "conv" else "conv"})
-            row = self.rows.get(twin.key)
+    def _exact(self, spec: OpSpec) -> tuple[Row, str] | None:
+        for candidate in (spec, *spec.twins):
+            row = self.rows.get(candidate.key)
             if row is not None:
-                return row, twin.key
+                return row, candidate.key
         return None
 
     def kernel_cost(self, kernel: Kernel) -> KernelCost:
@@ -225,8 +191,8 @@ class Predictor:
         spec = kernel.spec
         for producer in set(kernel.after):
             verdict = self.fusion.get(spec.precision, {}).get(f"{producer.split('+')[0]}+{spec.op}")
-            if verdict and verdict.get("fused"):
-                share = float(verdict["b_share"])
+            if verdict and verdict.fused:
+                share = float(verdict.b_share)
                 return KernelCost(
                     kernel,
                     cost.compute_ms * share,
@@ -241,14 +207,13 @@ class Predictor:
         found = self._exact(spec)
         if found:
             compute, layout = self._times(found[0])
-            return KernelCost(kernel, compute, layout, "measured", found[0]["label"])
+            return KernelCost(kernel, compute, layout, "measured", found[0].label)
         family = self._families.get(_family(spec), [])
-        if not family and spec.precision == "int8" and spec.op in ("conv", "conv+relu"):
-            twin = OpSpec.from_dict({**spec.as_dict(), "op": "conv+relu" if spec.op == "conv" else "conv"})
-            family = self._families.get(_family(twin), [])
+        for twin in spec.twins:
+            family = family or self._families.get(_family(twin), [])
         if not family:
-            failed = [r for r in self.failed.values() if _family(OpSpec.from_dict(r["spec"])) == _family(spec)]
-            why = f" (its rows say {failed[0]['status']}: {failed[0].get('message', '')})" if failed else ""
+            failed = [r for r in self.failed.values() if _family(r.spec) == _family(spec)]
+            why = f" (its rows say {failed[0].status}: {failed[0].message})" if failed else ""
             raise OplatError(
                 f"the table {self.source or ''} has no {spec.precision} {_family_name(spec)} rows{why}; "
                 f"add an [[entry]] with op = \"{spec.op}\"{_family_fields(spec)} to the op set and run `oplat measure`"
@@ -262,7 +227,7 @@ class Predictor:
         work = _work(spec)
         compute = float(np.dot(weights, per_work_c) / weights.sum() * work)
         layout = float(np.dot(weights, per_work_l) / weights.sum() * work)
-        basis = "from " + ", ".join(family[i][1]["label"] for i in order)
+        basis = "from " + ", ".join(family[i][1].label for i in order)
         return KernelCost(kernel, compute, layout, "predicted", basis)
 
     # ------------------------------------------------------------------ networks

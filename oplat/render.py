@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from tabulate import tabulate
 
 from oplat.errors import OplatError
+from oplat.records import Row
 from oplat.table import TableFile
 
 __all__ = ["FORMATS", "render_tables"]
@@ -45,11 +46,11 @@ def _op(spec: dict) -> str:
     return op
 
 
-def _status(row: dict) -> str:
-    if row["status"] != "ok":
-        return f"{row['status']}: {row.get('message', '')}"[:80]
-    if row.get("noisy"):
-        return f"noisy (rounds ±{row['spread_pct']:.1f}%)"
+def _status(row: Row) -> str:
+    if not row.ok:
+        return f"{row.status}: {row.message}"[:80]
+    if row.noisy:
+        return f"noisy (rounds ±{row.spread_pct or 0:.1f}%)"
     return "ok"
 
 
@@ -57,8 +58,8 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _matches(row: dict, ops: Sequence[str] | None, precisions: Sequence[str] | None) -> bool:
-    spec = row["spec"]
+def _matches(row: Row, ops: Sequence[str] | None, precisions: Sequence[str] | None) -> bool:
+    spec = row.data["spec"]
     if precisions and spec.get("precision") not in precisions:
         return False
     if ops and not any(fnmatch.fnmatchcase(spec["op"], pattern) for pattern in ops):
@@ -68,7 +69,7 @@ def _matches(row: dict, ops: Sequence[str] | None, precisions: Sequence[str] | N
 
 def _device_label(table: TableFile) -> str:
     for row in table.rows:
-        dev = row["device"]
+        dev = row.device
         return f"{dev['name']} ({dev.get('runtime', '?')} {dev.get('runtime_version', '')}, {dev.get('threads')}T)"
     return str(table.path)
 
@@ -125,20 +126,20 @@ def _single(table: TableFile, ops, precisions) -> tuple[list[str], list[list]]:
     for row in table.latest().values():
         if not _matches(row, ops, precisions):
             continue
-        spec = row["spec"]
-        ok = row["status"] == "ok"
+        spec = row.data["spec"]
+        st = row.stats
         body.append(
             [
                 _op(spec),
                 _shape(spec),
                 spec.get("precision", "fp32"),
-                _num(row.get("median_ms")) if ok else "",
-                _num(row.get("p10_ms")) if ok else "",
-                _num(row.get("p90_ms")) if ok else "",
-                f"{row['mean_ms']:.3f} ± {row['std_ms']:.3f}" if ok else "",
-                str(row.get("runs", "")) if ok else "",
-                _num(row.get("kernel_ms")),
-                _num(row.get("layout_ms")),
+                _num(st.median_ms) if st else "",
+                _num(st.p10_ms) if st else "",
+                _num(st.p90_ms) if st else "",
+                f"{st.mean_ms:.3f} ± {st.std_ms:.3f}" if st and st.mean_ms is not None and st.std_ms is not None else "",
+                str(row.runs or "") if st else "",
+                _num(row.kernel_ms),
+                _num(row.layout_ms),
                 _status(row),
             ]
         )
@@ -147,7 +148,7 @@ def _single(table: TableFile, ops, precisions) -> tuple[list[str], list[list]]:
 
 def _side_by_side(tables: Sequence[TableFile], ops, precisions) -> tuple[list[str], list[list], str]:
     labels = [_device_label(t) for t in tables]
-    short = [t.rows[0]["device"]["name"] if t.rows else str(t.path) for t in tables]
+    short = [t.device["name"] if t.rows else str(t.path) for t in tables]
     # Two tables of the same device (e.g. fp32 vs int8 files, or two machines): tell them apart.
     if len(set(short)) < len(short):
         short = [f"{s}:{t.path.stem}" if short.count(s) > 1 else s for s, t in zip(short, tables)]
@@ -163,11 +164,11 @@ def _side_by_side(tables: Sequence[TableFile], ops, precisions) -> tuple[list[st
     headers += [f"{s}/{short[0]}" for s in short[1:]]
     body = []
     for key in keys:
-        spec = next(t[key]["spec"] for t in latest if key in t)
+        spec = next(t[key].data["spec"] for t in latest if key in t)
         medians = []
         for t in latest:
             row = t.get(key)
-            medians.append(row.get("median_ms") if row and row["status"] == "ok" else None)
+            medians.append(row.stats.median_ms if row and row.ok else None)
         cells = [_op(spec), _shape(spec), spec.get("precision", "fp32")]
         cells += [_num(m) if m is not None else "—" for m in medians]
         for m in medians[1:]:

@@ -11,7 +11,7 @@ input, ``c_out`` the output channel count of a conv. Spatial sizes are pixels.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 from oplat.errors import OplatError
@@ -134,6 +134,17 @@ class OpSpec:
         """Canonical JSON of the defining fields (unset attributes left out). Computed once
         per spec: the predictor looks kernels up by key in the search's inner loop."""
         return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+
+    @cached_property
+    def twins(self) -> tuple[OpSpec, ...]:
+        """Specs whose rows time the same kernel as this one (the one twin rule).
+
+        In a QDQ network the ReLU after an INT8 conv is folded into the conv's uint8
+        output range (quantizers drop it), so the int8 ``conv`` and ``conv+relu`` rows
+        time the same QLinearConv and either prices the other."""
+        if self.precision == "int8" and self.op in ("conv", "conv+relu"):
+            return (replace(self, op="conv+relu" if self.op == "conv" else "conv"),)
+        return ()
 
     def as_dict(self) -> dict:
         """The defining fields, unset attributes left out (all fields are scalars, so no

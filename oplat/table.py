@@ -16,7 +16,6 @@ the next row is appended.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,21 +24,15 @@ from pathlib import Path
 
 from oplat.errors import OplatError, OplatRuntimeError, warn
 from oplat.fingerprint import SETUP_FIELDS, setup_diff
-from oplat.spec import OpSpec
+from oplat.records import SCHEMA_VERSION, STATUSES, Row, latest_by_key
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "TableBusy", "TableFile", "TableWriteError", "read_rows", "read_table", "TableWriter", "latest_by_key"]
+__all__ = [
+    "SCHEMA_VERSION", "STATUSES", "TableBusy", "TableFile", "TableWriteError", "read_rows", "read_table",
+    "TableWriter", "latest_by_key",
+]
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "unsupported", "error")
-_REQUIRED = ("schema_version", "key", "spec", "status", "device")
-#: The statistic every ok row carries, in ms: finite and >= 0.
-_REQUIRED_STATS = ("median_ms",)
-#: Numeric fields checked where present (oplat writes them all), also finite and >= 0.
-_OPTIONAL_NUMBERS = ("p10_ms", "p90_ms", "mean_ms", "std_ms", "kernel_ms", "layout_ms", "spread_pct", "macs")
-#: Device fields that are strings where present (``name`` is required).
-_DEVICE_STRINGS = ("name", "runtime", "runtime_version", "cpu", "cpu_isa")
-#: How every row line starts (json.dumps keeps the insertion order of measure's rows):
-#: a torn fragment that starts so is an oplat row cut short, anything else is not ours.
+#: How every row line starts (rows keep the insertion order of ``Row.measured``): a torn
+#: fragment that starts so is an oplat row cut short, anything else is not ours.
 _ROW_PREFIX = b'{"schema_version"'
 
 
@@ -48,115 +41,39 @@ class TableFile:
     """Rows of one table file (in file order) and what reading it found."""
 
     path: Path
-    rows: list[dict]
+    rows: list[Row]
     torn_tail: bool = False
 
-    def latest(self) -> dict[str, dict]:
+    def latest(self) -> dict[str, Row]:
         return latest_by_key(self.rows)
 
     @property
     def device(self) -> dict:
         """The fingerprint the table was measured with ({} for an empty table)."""
-        return self.rows[0]["device"] if self.rows else {}
+        return self.rows[0].device if self.rows else {}
+
+    @property
+    def measured_between(self) -> tuple[str, str] | None:
+        """(first, last) ``measured_at`` of its rows (ISO 8601, UTC), or None."""
+        times = sorted(r.measured_at for r in self.rows if r.measured_at)
+        return (times[0], times[-1]) if times else None
 
 
-def latest_by_key(rows: Iterable[dict]) -> dict[str, dict]:
-    """Map key -> the last row written for it."""
-    out: dict[str, dict] = {}
-    for row in rows:
-        out[row["key"]] = row
-    return out
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _bad(where: str, what: str) -> OplatError:
-    return OplatError(f"{where}: {what}; remove or repair that line")
-
-
-def _check_numbers(row: dict, names: Iterable[str], where: str, *, required: bool) -> None:
-    for name in names:
-        if name not in row:
-            if required:
-                raise _bad(where, f"an ok row needs {name}")
-            continue
-        value = row[name]
-        if not _is_number(value) or not math.isfinite(value) or value < 0:
-            raise _bad(where, f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def _check_device(device: object, where: str) -> None:
-    if not isinstance(device, dict):
-        raise _bad(where, f"device must be an object (the fingerprint), got {type(device).__name__}")
-    if not isinstance(device.get("name"), str) or not device["name"]:
-        raise _bad(where, "device lacks its name")
-    for name in _DEVICE_STRINGS[1:]:
-        if name in device and not isinstance(device[name], str):
-            raise _bad(where, f"device {name} must be a string, got {device[name]!r}")
-    threads = device.get("threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise _bad(where, f"device threads must be a positive integer, got {threads!r}")
-    if "options" in device and not isinstance(device["options"], dict):
-        raise _bad(where, f"device options must be an object, got {device['options']!r}")
-
-
-def _check_row(row: object, where: str) -> dict:
-    if not isinstance(row, dict):
-        raise OplatError(f"{where}: a table row must be a JSON object; remove or repair that line")
-    missing = [k for k in _REQUIRED if k not in row]
-    if missing:
-        raise OplatError(f"{where}: row lacks {', '.join(missing)}; remove or repair that line")
-    version = row["schema_version"]
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise OplatError(
-            f"{where}: schema_version {version!r} is not {SCHEMA_VERSION}; "
-            "re-measure with this oplat version or use the version that wrote it"
-        )
-    if row["status"] not in STATUSES:
-        raise OplatError(f"{where}: status {row['status']!r} is not one of {', '.join(STATUSES)}")
-    if not isinstance(row["key"], str) or not isinstance(row["spec"], dict):
-        raise _bad(where, "key must be a string and spec an object")
+def _parse_line(raw: bytes, where: str) -> Row:
     try:
-        spec = OpSpec.from_dict(row["spec"])
-    except (OplatError, TypeError) as exc:
-        raise OplatError(f"{where}: bad spec ({exc}); remove or repair that line") from None
-    if spec.key != row["key"]:
-        raise OplatError(f"{where}: key does not match spec; remove or repair that line")
-    _check_device(row["device"], where)
-    if row["status"] == "ok":
-        _check_numbers(row, _REQUIRED_STATS, where, required=True)
-        samples = row.get("samples_ms")
-        if samples is not None and (
-            not isinstance(samples, list)
-            or not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in samples)
-        ):
-            raise _bad(where, "samples_ms must be a list of finite numbers >= 0")
-        runs = row.get("runs")
-        if runs is not None and (not isinstance(runs, int) or isinstance(runs, bool) or runs < 1):
-            raise _bad(where, f"runs must be a positive integer, got {runs!r}")
-    elif "message" in row and not isinstance(row["message"], str):
-        raise _bad(where, "message must be a string")
-    _check_numbers(row, _OPTIONAL_NUMBERS, where, required=False)
-    return row
-
-
-def _parse_line(raw: bytes, where: str) -> dict:
-    try:
-        row = json.loads(raw)
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         why = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
         raise OplatError(f"{where}: corrupt table line ({why}); remove or repair that line") from None
-    return _check_row(row, where)
+    return Row.from_json(data, where)
 
 
-def _check_one_setup(path: Path, rows: list[dict], numbers: list[int]) -> None:
+def _check_one_setup(path: Path, rows: list[Row], numbers: list[int]) -> None:
     """A table holds one setup: refuse rows measured under another (another host,
     runtime version, thread count), naming the first line that differs."""
-    first = rows[0]["device"]
+    first = rows[0].device
     for row, number in zip(rows, numbers):
-        diff = setup_diff(first, row["device"], SETUP_FIELDS)
+        diff = setup_diff(first, row.device, SETUP_FIELDS)
         if diff:
             was, now = diff
             raise OplatError(
@@ -216,7 +133,7 @@ def read_table(path: str | Path, *, quiet: bool = False) -> TableFile:
     return TableFile(path, rows, torn)
 
 
-def read_rows(paths: Iterable[str | Path]) -> list[dict]:
+def read_rows(paths: Iterable[str | Path]) -> list[Row]:
     """All rows of several table files, in order."""
     return [row for p in paths for row in read_table(p).rows]
 
@@ -324,16 +241,16 @@ class TableWriter:
             f.write(b"\n")  # a complete row that only lacked its newline stays
         os.fsync(f.fileno())
 
-    def append(self, row: dict) -> None:
+    def append(self, row: Row) -> None:
         """Write one row (one line), flushed and fsynced. A failed write (disk full)
         leaves the file as it was before the row and raises :class:`OplatError`."""
         if self._setup is None:
-            self._setup = row["device"]
-        diff = setup_diff(self._setup, row["device"], SETUP_FIELDS)
+            self._setup = row.device
+        diff = setup_diff(self._setup, row.device, SETUP_FIELDS)
         if diff:
             was, now = diff
             raise TableWriteError(f"{self.path} holds rows measured with {was}; refusing a row measured with {now}")
-        line = json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n"
+        line = json.dumps(row.to_json(), separators=(",", ":"), allow_nan=False) + "\n"
         f = self._file
         f.seek(0, os.SEEK_END)
         before = f.tell()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from oplat.errors import OplatError
+from oplat.records import Stats
 
 __all__ = ["TimingPolicy", "Timing", "stats_ms", "time_interleaved", "time_one"]
 
@@ -128,9 +129,13 @@ class Timing:
         mid = float(np.median(meds))
         return 100.0 * (max(meds) - min(meds)) / mid if mid > 0 else 0.0
 
+    def summary(self) -> Stats:
+        """The statistics of the kept samples."""
+        return Stats.from_samples(self.samples_ms)
+
     def stats(self) -> dict:
         """Row statistics: median/p10/p90/mean/std (ms), runs, rounds, spread."""
-        out = stats_ms(self.samples_ms)
+        out = self.summary().to_json()
         out.update(
             runs=self.runs_total if self.runs_total is not None else len(self.samples_ms) * self.inner,
             rounds=len(self.rounds_ms),
@@ -144,15 +149,8 @@ class Timing:
 
 
 def stats_ms(samples_ms: Sequence[float]) -> dict:
-    """Median, p10, p90, mean and sample std of ``samples_ms`` (all in ms)."""
-    a = np.asarray(samples_ms, dtype=np.float64)
-    return {
-        "median_ms": float(np.median(a)),
-        "p10_ms": float(np.percentile(a, 10)),
-        "p90_ms": float(np.percentile(a, 90)),
-        "mean_ms": float(a.mean()),
-        "std_ms": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-    }
+    """Median, p10, p90, mean and sample std of ``samples_ms`` (all in ms), as row fields."""
+    return Stats.from_samples(samples_ms).to_json()
 
 
 class _Plan:

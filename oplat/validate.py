@@ -24,7 +24,8 @@ from oplat.errors import OplatError
 from oplat.fingerprint import SETUP_FIELDS, setup_diff
 from oplat.measure import fingerprint_for, time_networks
 from oplat.progress import progress_bar
-from oplat.predict import Composition, Prediction, Predictor, compose_path, fit_composition
+from oplat.predict import Prediction, Predictor, compose_path, fit_composition
+from oplat.records import Composition, CompositionFile, Stats
 from oplat.timing import TimingPolicy
 
 __all__ = [
@@ -113,7 +114,8 @@ def _by_kernel_type(pred: Prediction, profile) -> dict:
 NETWORK_BATCH = 8
 
 
-def _measure(archs, device, predictor, precision, policy, progress, desc) -> list[tuple[Prediction, dict, object, object]]:
+def _measure(archs, device, predictor, precision, policy, progress, desc) -> list[tuple[Prediction, Stats, object, object]]:
+    """(prediction, measured statistics, profile, arch) of each network, timed in batches."""
     out = []
     with progress_bar(total=len(archs), desc=desc, unit="net", enabled=progress) as bar:
         for start in range(0, len(archs), NETWORK_BATCH):
@@ -121,7 +123,7 @@ def _measure(archs, device, predictor, precision, policy, progress, desc) -> lis
             models = [network_model(arch, precision) for arch in batch]
             preds = [predictor.predict(model) for model in models]
             timed = time_networks(models, device, policy, profile=True)
-            out.extend((pred, stats, profile, arch) for pred, (stats, profile), arch in zip(preds, timed, batch))
+            out.extend((pred, t.stats, t.profile, arch) for pred, t, arch in zip(preds, timed, batch))
             bar.update(len(batch))
     return out
 
@@ -155,63 +157,58 @@ def calibrate(
     check_table_device(predictor, device)
     archs = sample_networks(space, networks, seed)
     path = compose_path(predictor.source)
-    data = {"composition": {}, "networks": {}}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass  # rewritten below
-        if data.get("stat", "median") != predictor.stat:  # fits on another statistic do not carry over
-            data = {"composition": {}, "networks": {}}
+    try:
+        stored = CompositionFile.read(path)
+    except OplatError:
+        stored = None  # unreadable: rewritten below
+    if stored is None or stored.stat != predictor.stat:  # fits on another statistic do not carry over
+        stored = CompositionFile(stat=predictor.stat)
     from oplat.fusion import PAIRS, detect_fusions
 
-    result = {}
-    data.setdefault("fusion", {})
-    data.setdefault("composition", {})
-    data.setdefault("networks", {})
-    data["stat"] = predictor.stat
-    data["space"] = getattr(space, "name", "")
-    data["device"] = predictor.device
+    result: dict[str, Composition] = {}
+    composition, fusion, nets = dict(stored.composition), dict(stored.fusion), dict(stored.networks)
 
     def save() -> None:
-        data["fitted_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        try:
-            path.write_text(json.dumps(data, indent=1))
-        except OSError as exc:
-            raise OplatError(f"cannot write {path} ({exc.strerror})") from None
+        CompositionFile(
+            stat=predictor.stat,
+            composition=composition,
+            fusion=fusion,
+            networks=nets,
+            space=getattr(space, "name", ""),
+            device=predictor.device,
+            fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ).write(path)
 
     for precision in precisions:
         step = f"{precision} fusion checks (A, B and A→B of {', '.join('+'.join(p) for p in PAIRS)})"
         try:
-            verdicts = detect_fusions(device, precision, h=space.in_h, w=space.in_w, policy=policy)
-            data["fusion"][precision] = {k: v.as_dict() for k, v in verdicts.items()}
-            predictor.fusion[precision] = data["fusion"][precision]
+            fusion[precision] = detect_fusions(device, precision, h=space.in_h, w=space.in_w, policy=policy)
+            predictor.fusion[precision] = fusion[precision]
             step = f"{precision} networks ({len(archs)} measured end to end)"
             measured = _measure(archs, device, predictor, precision, policy, progress, f"calibrate {precision}")
             step = f"{precision} composition fit"
             covered = [m for m in measured if m[0].measured_share == 1.0]
             fit_on = covered if len(covered) >= 3 else measured  # prefer nets priced from the table alone
-            comp = fit_composition([(p.features, s[f"{predictor.stat}_ms"]) for p, s, _, _ in fit_on])
+            comp = fit_composition([(p.features, s.of(predictor.stat)) for p, s, _, _ in fit_on])
         except Exception as exc:
             # Keep what the steps before measured: the fits of earlier precisions (and any
             # fusion verdicts) are written, and the message says which step failed.
             kept = ""
-            if result or data["fusion"]:
+            if result or fusion:
                 save()
                 kept = f"; the results so far ({', '.join(result) or 'fusion checks only'}) are in {path}"
             if isinstance(exc, OplatError):
                 raise OplatError(f"calibrate failed at the {step}: {exc}{kept}") from None
             raise
-        result[precision] = comp
-        data["composition"][precision] = comp.as_dict()
-        data["networks"][precision] = [
+        result[precision] = composition[precision] = comp
+        nets[precision] = [
             {
                 "arch": describe(a),
                 **p.features,
                 "measured_share": p.measured_share,
-                "measured_ms": s[f"{predictor.stat}_ms"],
-                "median_ms": s["median_ms"],
-                "p10_ms": s["p10_ms"],
+                "measured_ms": s.of(predictor.stat),
+                "median_ms": s.median_ms,
+                "p10_ms": s.p10_ms,
             }
             for p, s, _, a in measured
         ]
@@ -294,8 +291,8 @@ def validate(
 
     check_table_device(predictor, device)
     archs = sample_networks(space, networks, seed)
-    calibration = json.loads(compose_path(predictor.source).read_text()) if compose_path(predictor.source).exists() else {}
-    used = {n["arch"] for n in calibration.get("networks", {}).get(precision, [])}
+    calibration = CompositionFile.read(compose_path(predictor.source))
+    used = {n["arch"] for n in (calibration.networks.get(precision, []) if calibration else [])}
     archs = [a for a in archs if describe(a) not in used]  # never judge on the fitting set
     measured = _measure(archs, device, predictor, precision, policy, progress, f"validate {precision}")
     results = [
@@ -303,10 +300,10 @@ def validate(
             arch=describe(arch),
             precision=precision,
             predicted_ms=p.total_ms,
-            measured_ms=s[f"{predictor.stat}_ms"],
-            p10_ms=s["p10_ms"],
-            p90_ms=s["p90_ms"],
-            median_ms=s["median_ms"],
+            measured_ms=s.of(predictor.stat),
+            p10_ms=s.p10_ms,
+            p90_ms=s.p90_ms,
+            median_ms=s.median_ms,
             measured_share=p.measured_share,
             by_kernel=_by_kernel_type(p, prof),
             arch_spec=asdict(arch),

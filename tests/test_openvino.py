@@ -20,7 +20,7 @@ def test_openvino_rows_have_explicit_f32_and_layer_counters(tmp_path):
         OpSpec("conv+relu", 16, 32, 32, c_out=16, kernel=3, precision="int8"),
     ]
     measure_specs(specs, get_device("openvino"), opset="t", out=out, policy=TimingPolicy.quick(), progress=False)
-    latest = read_table(out).latest()
+    latest = {k: r.to_json() for k, r in read_table(out).latest().items()}
     fp32, int8 = (latest[s.key] for s in specs)
     for row in (fp32, int8):
         assert row["status"] == "ok" and row["median_ms"] > 0

@@ -17,6 +17,7 @@ from oplat.measure import measure_specs
 from oplat.predict import Composition, Predictor, compose_path, fit_composition
 from oplat.space import space_from_dict
 from oplat.spec import OpSpec
+from oplat.records import FusionVerdict
 from oplat.table import SCHEMA_VERSION
 from oplat.timing import TimingPolicy
 from oplat.validate import ValidationReport, calibrate, report_markdown, sample_networks, validate
@@ -258,7 +259,8 @@ def test_pair_model_runs_and_fusion_verdicts_are_measured():
     assert set(verdicts) == {"conv+relu", "conv+add"}
     for v in verdicts.values():
         assert v.a_ms > 0 and v.b_ms > 0 and v.ab_ms > 0 and v.b_share >= 0
-        assert v.as_dict()["fused"] == (v.b_share < 0.5)
+        assert v.to_json()["fused"] == (v.b_share < 0.5)
+        assert FusionVerdict.from_json(json.loads(json.dumps(v.to_json()))) == v
     # ORT folds a ReLU into the conv before it (the profile of A→B has no Relu kernel);
     # a lone Add after a conv stays its own kernel. Structural, so no timing noise.
     assert verdicts["conv+relu"].fused and verdicts["conv+relu"].b_kernels == ()
@@ -274,7 +276,8 @@ def test_fusion_verdict_without_a_profiler_falls_back_to_timings():
 
 def test_fused_verdict_discounts_the_add_after_a_conv():
     rows = _rows_for(SMALL)
-    fusion = {"fp32": {"conv+add": {"fused": True, "b_share": 0.25}}}
+    # b_share (ab - a) / b = (10.5 - 10) / 2 = 0.25: a timing verdict (no profiler)
+    fusion = {"fp32": {"conv+add": FusionVerdict("conv+add", "fp32", 10.0, 2.0, 10.5, "s")}}
     plain = Predictor(rows, source="fake").predict(model_from_arch(SMALL))
     fused = Predictor(rows, fusion=fusion, source="fake").predict(model_from_arch(SMALL))
     add_plain = next(k for k in plain.kernels if k.kernel.spec.op == "add")

@@ -6,10 +6,15 @@ import pytest
 
 from oplat.errors import OplatError
 from oplat.spec import OpSpec
+from oplat.records import Row
 from oplat.table import SCHEMA_VERSION, TableWriter, read_table
 
 
-def _row(c: int, median: float = 1.0, status: str = "ok") -> dict:
+def _row(c: int, median: float = 1.0, status: str = "ok") -> Row:
+    return Row.from_json(_row_json(c, median, status))
+
+
+def _row_json(c: int, median: float = 1.0, status: str = "ok") -> dict:
     spec = OpSpec("relu", c, 4, 4)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -29,7 +34,7 @@ def test_roundtrip_and_last_row_wins(tmp_path):
         w.append(_row(1, median=5.0))
     table = read_table(path)
     assert len(table.rows) == 3
-    assert table.latest()[OpSpec("relu", 1, 4, 4).key]["median_ms"] == 5.0
+    assert table.latest()[OpSpec("relu", 1, 4, 4).key].stats.median_ms == 5.0
 
 
 def test_torn_last_line_is_tolerated_and_cut_before_appending(tmp_path, capsys):
@@ -37,14 +42,14 @@ def test_torn_last_line_is_tolerated_and_cut_before_appending(tmp_path, capsys):
     with TableWriter(path) as w:
         w.append(_row(1))
     with open(path, "a") as f:
-        f.write(json.dumps(_row(2))[:25])  # a write cut short by a kill
+        f.write(json.dumps(_row_json(2))[:25])  # a write cut short by a kill
     table = read_table(path)
     assert len(table.rows) == 1 and table.torn_tail
     assert "torn last line" in capsys.readouterr().err
     with TableWriter(path) as w:
         w.append(_row(3))
     table = read_table(path)
-    assert [r["spec"]["c"] for r in table.rows] == [1, 3] and not table.torn_tail
+    assert [r.spec.c for r in table.rows] == [1, 3] and not table.torn_tail
 
 
 @pytest.mark.parametrize(
@@ -57,7 +62,7 @@ def test_torn_last_line_is_tolerated_and_cut_before_appending(tmp_path, capsys):
 )
 def test_corrupt_line_in_the_middle_names_file_and_line(tmp_path, line, needle):
     path = tmp_path / "t.jsonl"
-    path.write_text(json.dumps(_row(1)) + "\n" + line + "\n" + json.dumps(_row(2)) + "\n")
+    path.write_text(json.dumps(_row_json(1)) + "\n" + line + "\n" + json.dumps(_row_json(2)) + "\n")
     with pytest.raises(OplatError) as info:
         read_table(path)
     assert f"{path}:2" in str(info.value) and needle in str(info.value)
@@ -65,12 +70,12 @@ def test_corrupt_line_in_the_middle_names_file_and_line(tmp_path, line, needle):
 
 def test_key_must_match_spec_and_schema_version(tmp_path):
     path = tmp_path / "t.jsonl"
-    bad = _row(1)
+    bad = _row_json(1)
     bad["key"] = OpSpec("relu", 2, 4, 4).key
     path.write_text(json.dumps(bad) + "\n")
     with pytest.raises(OplatError, match="key does not match"):
         read_table(path)
-    old = _row(1)
+    old = _row_json(1)
     old["schema_version"] = 0
     path.write_text(json.dumps(old) + "\n")
     with pytest.raises(OplatError, match="schema_version"):

@@ -750,7 +750,7 @@ def test_measure_on_dolphin_through_the_whole_toolchain(fake_bin, tmp_path, monk
     code = main(["measure", "--device", "dolphin", "--opset", str(_tiny_opset(tmp_path)), "--out", str(out),
                  "--quick-policy", "--no-progress"])
     assert code == 0, capsys.readouterr().err
-    rows = read_table(out).rows
+    rows = [r.to_json() for r in read_table(out).rows]
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     for row in rows:
         assert row["device"]["runtime"] == "toolchain:dolphin"
@@ -772,7 +772,7 @@ def test_board_failing_mid_run_gives_an_error_row_and_the_run_goes_on(fake_bin, 
     out = tmp_path / "d.jsonl"
     summary = measure_specs(load_opset(str(_tiny_opset(tmp_path))).specs, get_device("dolphin"), opset="tiny",
                             out=out, policy=TimingPolicy.quick(), progress=False)
-    rows = read_table(out).rows
+    rows = [r.to_json() for r in read_table(out).rows]
     assert summary.errors == 2 and len(rows) == 2
     for row in rows:
         assert row["status"] == "error" and "run failed" in row["message"]
@@ -804,7 +804,7 @@ def test_openvino_benchmark_app_device_agrees_with_in_process_openvino(tmp_path)
     for name in ("openvino-benchmark-app", "openvino"):
         out = tmp_path / f"{name}.jsonl"
         measure_specs([spec], get_device(name), opset="t", out=out, policy=TimingPolicy.quick(), progress=False)
-        row = read_table(out).rows[0]
+        row = [r.to_json() for r in read_table(out).rows][0]
         assert row["status"] == "ok", row.get("message")
         medians[name] = row["median_ms"]
     ratio = medians["openvino-benchmark-app"] / medians["openvino"]

@@ -17,10 +17,11 @@ The timing policy (warm-up, rounds, statistics) is not a backend's business: it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+from oplat.records import KernelProfile
 
 __all__ = ["KernelProfile", "Session", "Unsupported", "LAYOUT_OPS", "import_problem", "summarize_profile"]
 
@@ -48,20 +49,6 @@ def import_problem(module: str, runtime: str, hint: str) -> str | None:
 
 class Unsupported(Exception):
     """The runtime cannot run this op at all (a row with status ``unsupported``)."""
-
-
-@dataclass(frozen=True)
-class KernelProfile:
-    """Per-node times from the runtime's own profiler, medians over profiled runs (ms).
-
-    ``compute_ms`` sums the op's own kernels; ``layout_ms`` sums layout conversions
-    (reorders) the runtime put around them, which a lone-op model over-counts.
-    """
-
-    compute_ms: float
-    layout_ms: float
-    nodes: list[dict] = field(default_factory=list)  # {name, op_type, exec_type, median_ms, layout}
-    runs: int = 0
 
 
 def summarize_profile(per_node_ms: dict[tuple[str, str, str], list[float]]) -> KernelProfile:
