@@ -46,7 +46,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from oplat.build import IR_VERSION, OPSET
 from oplat.errors import OplatError
+from oplat.onnxgraph import GraphIndex
 from oplat.spec import OpSpec
 
 __all__ = [
@@ -73,8 +75,7 @@ __all__ = [
 SCALES = (2, 3, 4)
 RESIDUALS = ("anchor", "none", "folded")
 ACTIVATIONS = ("relu", "none")
-OPSET = 17
-IR_VERSION = 9
+# OPSET and IR_VERSION: the ones every model oplat writes uses (defined in oplat.build).
 
 #: Input channels (RGB).
 _C_IN = 3
@@ -439,8 +440,8 @@ class _Reader:
 
 
 def _input_shape(model: onnx.ModelProto) -> tuple[str, tuple[int, ...]]:
-    inits = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
+    names = set(GraphIndex.of(model).inputs)
+    inputs = [i for i in model.graph.input if i.name in names]
     if len(inputs) != 1:
         raise OplatError(f"quantize_qdq needs a model with one input, this one has {len(inputs)}")
     dims = inputs[0].type.tensor_type.shape.dim
@@ -461,19 +462,18 @@ def _unit_range_tensors(model: onnx.ModelProto) -> list[str]:
     DepthToSpace's input too. Pinning both to [0, 1] gives the DepthToSpace one scale on
     either side, so it runs on uint8 and the Clip becomes the output's uint8 saturation.
     """
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    uses = Counter(i for n in model.graph.node for i in n.input)
-    out = model.graph.output[0].name
+    index = GraphIndex.of(model)
+    producer = index.producer
+    out = index.outputs[0]
     clip = producer.get(out)
     if clip is None or clip.op_type != "Clip" or len(clip.input) != 3:
         return []
-    lo, hi = consts.get(clip.input[1]), consts.get(clip.input[2])
+    lo, hi = index.const(clip.input[1]), index.const(clip.input[2])
     if lo is None or hi is None or float(lo) != 0.0 or float(hi) != 1.0:
         return []
     names = [out]
     d2s = producer.get(clip.input[0])
-    if d2s is not None and d2s.op_type == "DepthToSpace" and uses[d2s.output[0]] == 1 and uses[d2s.input[0]] == 1:
+    if d2s is not None and d2s.op_type == "DepthToSpace" and index.uses(d2s.output[0]) == 1 and index.uses(d2s.input[0]) == 1:
         names.append(d2s.input[0])
     return names
 

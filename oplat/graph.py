@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from oplat.errors import OplatError
+from oplat.onnxgraph import GraphIndex, attr, infer_shapes
 from oplat.spec import OpSpec
 
 __all__ = ["Kernel", "NetGraph", "net_graph"]
@@ -50,56 +51,22 @@ class NetGraph:
     precision: str = "fp32"
 
 
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-def _shape_map(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except Exception as exc:  # onnx raises several types for a graph it cannot type
-        raise OplatError(f"shape inference failed on the network ({str(exc).splitlines()[0]}); export it with static shapes") from None
-    shapes: dict[str, tuple[int, ...]] = {}
-    infos = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-    for vi in infos:
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            dims = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim)
-            shapes[vi.name] = dims
-    for init in model.graph.initializer:
-        shapes[init.name] = tuple(init.dims)
-    return shapes
-
-
-def _dtype_size(model: onnx.ModelProto) -> dict[str, int]:
+def _dtype_sizes(index: GraphIndex) -> dict[str, int]:
     sizes: dict[str, int] = {}
-    inferred = onnx.shape_inference.infer_shapes(model)
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        elem = vi.type.tensor_type.elem_type
+    for name, elem in index.elem.items():
         try:
-            sizes[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize
+            sizes[name] = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize
         except Exception:
-            sizes[vi.name] = 4
+            sizes[name] = 4
     return sizes
 
 
 def net_graph(model: onnx.ModelProto) -> NetGraph:
     """Read a network into kernels; an op oplat cannot price is an error that names it."""
-    shapes = _shape_map(model)
-    consts = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            consts[node.output[0]] = _attr(node, "value")
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    graph_inputs = [i.name for i in model.graph.input if i.name not in consts]
-    graph_outputs = [o.name for o in model.graph.output]
+    model = infer_shapes(model)  # every walk below is over this one (typed) graph
+    index = GraphIndex.of(model)
+    shapes, consts, producer, consumers = index.shapes, index.consts, index.producer, index.consumers
+    graph_inputs, graph_outputs = index.inputs, index.outputs
 
     g = nx.DiGraph()
     names = {}
@@ -135,7 +102,7 @@ def net_graph(model: onnx.ModelProto) -> NetGraph:
                 q = numpy_helper.to_array(consts[dq.input[0]]).astype(np.float64)
                 s = numpy_helper.to_array(consts[dq.input[1]]).astype(np.float64)
                 z = numpy_helper.to_array(consts[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
-                axis = _attr(dq, "axis", 1)
+                axis = attr(dq, "axis", 1)
                 if np.ndim(s) == 1 and q.ndim > 1:
                     shape = [1] * q.ndim
                     shape[axis] = -1
@@ -176,8 +143,8 @@ def net_graph(model: onnx.ModelProto) -> NetGraph:
             if weight is None:
                 raise OplatError(f"conv {name(node)!r} has weights computed at run time; oplat prices constant-weight convs")
             c_out, c_in_g, kh, kw = weight.shape
-            group = _attr(node, "group", 1)
-            strides = _attr(node, "strides", [1, 1])
+            group = attr(node, "group", 1)
+            strides = attr(node, "strides", [1, 1])
             if group != 1 or kh != kw or list(strides) != [1, 1]:
                 raise OplatError(
                     f"conv {name(node)!r} (group={group}, kernel {kh}×{kw}, strides {list(strides)}) is not a plain "
@@ -200,7 +167,7 @@ def net_graph(model: onnx.ModelProto) -> NetGraph:
                 raise OplatError(f"add {name(node)!r} broadcasts {shapes_in}; oplat prices same-shape adds")
             spec = OpSpec("add", c, h, w, n=n_, precision=precision)
         elif op == "Concat":
-            axis = _attr(node, "axis")
+            axis = attr(node, "axis")
             chans = [shapes[i][1] for i in node.input]
             if axis not in (1, -3):
                 raise OplatError(f"concat {name(node)!r} along axis {axis}; oplat prices channel concats")
@@ -208,7 +175,7 @@ def net_graph(model: onnx.ModelProto) -> NetGraph:
                 note = f"inputs of {chans} channels priced as {len(chans)}×{round(sum(chans) / len(chans))}"
             spec = OpSpec("concat", max(1, round(sum(chans) / len(chans))), h, w, n=n_, arity=len(chans), precision=precision)
         elif op == "Resize":
-            mode = _attr(node, "mode", b"nearest")
+            mode = attr(node, "mode", b"nearest")
             mode = mode.decode() if isinstance(mode, bytes) else mode
             out_shape = shapes.get(node.output[0])
             scale = out_shape[2] // h if out_shape and out_shape[2] % h == 0 else None
@@ -216,11 +183,11 @@ def net_graph(model: onnx.ModelProto) -> NetGraph:
                 raise OplatError(f"resize {name(node)!r} is not an integer upscale ({in_shape} → {out_shape})")
             spec = OpSpec("resize", c, h, w, n=n_, mode="bilinear" if mode == "linear" else mode, scale=scale, precision=precision)
         elif op == "Clip":
-            lo = const_value(node.input[1]) if len(node.input) > 1 and node.input[1] else _attr(node, "min", None)
-            hi = const_value(node.input[2]) if len(node.input) > 2 and node.input[2] else _attr(node, "max", None)
+            lo = const_value(node.input[1]) if len(node.input) > 1 and node.input[1] else attr(node, "min", None)
+            hi = const_value(node.input[2]) if len(node.input) > 2 and node.input[2] else attr(node, "max", None)
             spec = OpSpec("clip", c, h, w, n=n_, lo=float(lo if lo is not None else -np.inf), hi=float(hi if hi is not None else np.inf), precision=precision)
         else:  # DepthToSpace
-            block = _attr(node, "blocksize")
+            block = attr(node, "blocksize")
             spec = OpSpec("depth_to_space", c, h, w, n=n_, block=int(block), precision=precision)
         after = tuple(made_by[t] for t in (real_source(i) for i in acts) if t in made_by)
         kernels.append(Kernel(spec, tuple(nodes), note, after))
@@ -243,7 +210,7 @@ def net_graph(model: onnx.ModelProto) -> NetGraph:
         boundary_nodes=boundary,
         params=params,
         macs=macs,
-        peak_activation_bytes=_peak_activation_bytes(model, shapes, consts),
+        peak_activation_bytes=_peak_activation_bytes(model, index),
         precision="int8" if quantized else "fp32",
     )
 
@@ -274,9 +241,10 @@ def _single_consumer_through_qdq(tensor: str, consumers: dict) -> onnx.NodeProto
     return user
 
 
-def _peak_activation_bytes(model: onnx.ModelProto, shapes: dict, consts: dict) -> int:
+def _peak_activation_bytes(model: onnx.ModelProto, index: GraphIndex) -> int:
     """Peak bytes of live activations over a topological schedule (liveness analysis)."""
-    sizes = _dtype_size(model)
+    shapes, consts = index.shapes, index.consts
+    sizes = _dtype_sizes(index)
     last_use: dict[str, int] = {}
     for idx, node in enumerate(model.graph.node):
         for i in node.input:

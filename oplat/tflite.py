@@ -65,6 +65,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from oplat.errors import OplatError
+from oplat.onnxgraph import GraphIndex
 
 __all__ = [
     "CONVERTIBLE_OPS",
@@ -201,25 +202,17 @@ class _Converter:
             model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
         except Exception as exc:  # onnx raises several exception types here
             raise OplatError(f"ONNX shape inference failed before TFLite conversion: {exc}") from None
+        index = GraphIndex.of(model)
         g = model.graph
         self.graph = g
-        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         for node in g.node:
-            if node.op_type == "Constant":
-                self.consts[node.output[0]] = _constant_value(node)
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        self.elem: dict[str, int] = {}
-        for vi in [*g.input, *g.value_info, *g.output]:
-            tt = vi.type.tensor_type
-            self.elem[vi.name] = tt.elem_type
-            if tt.HasField("shape"):
-                self.shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim)
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in g.node:
-            for name in node.input:
-                if name:
-                    self.consumers.setdefault(name, []).append(node)
-        self.graph_outputs = {o.name for o in g.output}
+            if node.op_type == "Constant" and node.output[0] not in index.consts:
+                raise OplatError(f"Constant {node.name!r}: only value/value_float(s)/value_int(s) constants are converted")
+        self.consts: dict[str, np.ndarray] = {name: numpy_helper.to_array(t) for name, t in index.consts.items()}
+        self.shapes: dict[str, tuple[int, ...]] = index.shapes
+        self.elem: dict[str, int] = index.elem
+        self.consumers: dict[str, list[onnx.NodeProto]] = index.consumers
+        self.graph_outputs = set(index.outputs)
 
         self.values: dict[str, _Tensor] = {}  # ONNX activation name → TFLite tensor
         self.weights_dq: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}  # q, scale, zero, axis
@@ -868,12 +861,3 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def _constant_value(node: onnx.NodeProto) -> np.ndarray:
-    for a in node.attribute:
-        if a.name == "value":
-            return numpy_helper.to_array(a.t)
-        if a.name in ("value_float", "value_floats"):
-            return np.asarray(helper.get_attribute_value(a), np.float32)
-        if a.name in ("value_int", "value_ints"):
-            return np.asarray(helper.get_attribute_value(a), np.int64)
-    raise OplatError(f"Constant {node.name!r}: only value/value_float(s)/value_int(s) constants are converted")

@@ -1,0 +1,133 @@
+"""One index of an ONNX graph: constants, producers, consumers, shapes, element types.
+
+The predictor's reader (:mod:`oplat.graph`), the TFLite writer (:mod:`oplat.tflite`) and
+the quantizer's helpers (:mod:`oplat.arch`) all walk ONNX graphs by tensor name; this is
+the one place that builds the maps they walk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from oplat.errors import OplatError
+
+__all__ = ["GraphIndex", "attr", "infer_shapes"]
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of ``node``'s attribute ``name`` (``default`` when it has none)."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def infer_shapes(model: onnx.ModelProto, *, what: str = "the network") -> onnx.ModelProto:
+    """``model`` with every value's shape and type inferred (strict): an
+    :class:`OplatError` naming ``what`` when ONNX cannot type the graph."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception as exc:  # onnx raises several exception types here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OplatError(f"shape inference failed on {what} ({first}); export it with static shapes") from None
+
+
+def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """A ``Constant`` node's value as a tensor (value, value_float(s), value_int(s));
+    None for the kinds oplat does not read (sparse and string constants)."""
+    for a in node.attribute:
+        if a.name == "value":
+            return a.t
+        if a.name in ("value_float", "value_floats"):
+            return numpy_helper.from_array(np.asarray(onnx.helper.get_attribute_value(a), np.float32))
+        if a.name in ("value_int", "value_ints"):
+            return numpy_helper.from_array(np.asarray(onnx.helper.get_attribute_value(a), np.int64))
+    return None
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    t = value.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim)
+
+
+@dataclass
+class GraphIndex:
+    """Maps of one graph, by tensor name.
+
+    Attributes:
+        graph: the (shape-inferred, when asked) graph.
+        consts: initializers and ``Constant`` node outputs (TensorProto).
+        producer: tensor -> the node that writes it.
+        consumers: tensor -> the nodes that read it, in graph order.
+        shapes: tensor -> dims (0 for a symbolic dim) where known; initializers included.
+        elem: tensor -> ONNX element type where known.
+        inputs: graph inputs that are not constants (IR < 4 lists initializers as inputs).
+        outputs: graph output names.
+    """
+
+    graph: onnx.GraphProto
+    consts: dict[str, onnx.TensorProto]
+    producer: dict[str, onnx.NodeProto]
+    consumers: dict[str, list[onnx.NodeProto]]
+    shapes: dict[str, tuple[int, ...]]
+    elem: dict[str, int]
+    inputs: list[str]
+    outputs: list[str]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto, *, infer: bool = False, what: str = "the network") -> GraphIndex:
+        """Index ``model``; ``infer``: run strict shape inference first (see :func:`infer_shapes`)."""
+        if infer:
+            model = infer_shapes(model, what=what)
+        g = model.graph
+        consts: dict[str, onnx.TensorProto] = {t.name: t for t in g.initializer}
+        for node in g.node:
+            if node.op_type == "Constant" and node.output:
+                value = _constant_tensor(node)
+                if value is not None:
+                    consts[node.output[0]] = value
+        producer = {o: n for n in g.node for o in n.output if o}
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in g.node:
+            for name in node.input:
+                if name:
+                    consumers.setdefault(name, []).append(node)
+        shapes: dict[str, tuple[int, ...]] = {}
+        elem: dict[str, int] = {}
+        for vi in [*g.input, *g.value_info, *g.output]:
+            elem[vi.name] = vi.type.tensor_type.elem_type
+            dims = _dims(vi)
+            if dims is not None:
+                shapes[vi.name] = dims
+        for init in g.initializer:
+            shapes[init.name] = tuple(init.dims)
+            elem.setdefault(init.name, init.data_type)
+        return cls(
+            graph=g,
+            consts=consts,
+            producer=producer,
+            consumers=consumers,
+            shapes=shapes,
+            elem=elem,
+            inputs=[i.name for i in g.input if i.name not in consts],
+            outputs=[o.name for o in g.output],
+        )
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The constant tensor ``name`` as an array, or None when it is not a constant."""
+        t = self.consts.get(name)
+        return None if t is None else numpy_helper.to_array(t)
+
+    def uses(self, name: str) -> int:
+        """How many node inputs read tensor ``name``."""
+        return len(self.consumers.get(name, ()))
+
+    def nodes(self) -> Iterator[onnx.NodeProto]:
+        return iter(self.graph.node)
