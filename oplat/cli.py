@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from oplat import __version__
-from oplat.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, OplatError, OplatRuntimeError
+from oplat.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, OplatError
 
 __all__ = ["main"]
 
@@ -67,8 +67,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- measure
 def _cmd_measure(args: argparse.Namespace) -> int:
     from oplat.devices import get_device
-    from oplat.measure import default_table_path, measure_specs
+    from oplat.measure import measure_specs
     from oplat.opset import load_opset
+    from oplat.paths import default_table_path, table_dir_name
     from oplat.spec import PRECISIONS
     from oplat.timing import TimingPolicy
 
@@ -82,7 +83,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     device = device.with_options(threads=args.threads, precision=args.infer_precision)
     device.require()
     opset = load_opset(args.opset, precisions=precisions)
-    out = Path(args.out) if args.out else default_table_path(_table_dir_name(device), opset.name, args.results)
+    out = Path(args.out) if args.out else default_table_path(table_dir_name(device), opset.name, args.results)
     limits = _limits(args)
     policy = TimingPolicy.quick() if args.quick_policy else TimingPolicy()
     overrides = {k: v for k, v in (("rounds", args.rounds), ("agree_pct", args.agree_pct)) if v is not None}
@@ -119,18 +120,14 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
 
 def _table_dir_name(device) -> str:
-    """results/<dir>/: the device name, plus the thread count when it is not the default 1."""
-    threads = device.options.get("threads", 1)
-    name = device.name if threads in (None, 1) else f"{device.name}-{threads}t"
-    precision = device.options.get("precision")
-    if device.backend == "openvino" and precision not in (None, "f32", "fp32"):
-        name += f"-{precision}"
-    return name
+    from oplat.paths import table_dir_name
+
+    return table_dir_name(device)
 
 
 # ---------------------------------------------------------------------------- table
 def _cmd_table(args: argparse.Namespace) -> int:
-    from oplat.render import render_tables
+    from oplat.report.tables import render_tables
     from oplat.table import read_table
 
     tables = [read_table(p) for p in args.tables]
@@ -145,110 +142,20 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- predict
-def _load_onnx(path: str):
-    import onnx
-
-    try:
-        return onnx.load(path)
-    except FileNotFoundError:
-        raise OplatError(f"{path}: no such ONNX file") from None
-    except Exception as exc:  # onnx raises DecodeError and others for a bad file
-        raise OplatError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
-
-
-def _breakdown_rows(pred) -> list[list[str]]:
-    total = pred.compute_ms or 1.0
-    rows = []
-    for cost in pred.kernels:
-        source = "measured" if cost.source == "measured" else f"PREDICTED {cost.basis}"
-        rows.append(
-            [
-                cost.label,
-                "+".join(cost.kernel.nodes),
-                f"{cost.compute_ms:.3f}",
-                f"{cost.layout_ms:.3f}",
-                f"{100 * cost.compute_ms / total:.1f}",
-                source + (f"; {cost.kernel.note}" if cost.kernel.note else ""),
-            ]
-        )
-    return rows
-
-
-BREAKDOWN_HEADERS = ["Kernel", "ONNX nodes", "Compute [ms]", "Lone-op layout [ms]", "Share [%]", "Source"]
-
-
-def prediction_text(pred, *, fmt: str = "github") -> str:
-    """The predicted total, the composition used, and the per-kernel breakdown table."""
-    from tabulate import tabulate
-
-    if pred.calibrated:
-        c = pred.composition
-        how = (
-            f"calibrated on {c.networks} measured networks (fit error {c.fit_mape_pct:.1f}%): "
-            f"{c.compute:.3f}×compute + {c.boundary_per_melem_ms:.3f} ms/Melem boundary "
-            f"+ {c.const_ms:.3f} ms"
-        )
-    else:
-        how = "UNCALIBRATED: plain sum of per-kernel compute times (run `oplat calibrate` to fit the composition)"
-    lines = [
-        f"predicted latency ({pred.stat}): {pred.total_ms:.2f} ms  ({how})",
-        f"sum of kernel compute {pred.compute_ms:.2f} ms (lone-op reorders {pred.layout_ms:.2f} ms, not part of a network), "
-        + (
-            f"all {len(pred.kernels)} kernels measured"
-            if all(k.source == "measured" for k in pred.kernels)
-            else f"{sum(k.source == 'measured' for k in pred.kernels)}/{len(pred.kernels)} kernels measured, the rest PREDICTED"
-        ),
-        "",
-        tabulate(_breakdown_rows(pred), headers=BREAKDOWN_HEADERS, tablefmt=fmt, disable_numparse=True),
-    ]
-    return "\n".join(lines)
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from oplat.onnxgraph import load_onnx
     from oplat.predict import Predictor
+    from oplat.report.prediction import predict_report, prediction_json
 
     predictor = Predictor.from_table(args.table, stat=args.stat)
-    model = _load_onnx(args.model)
-    pred = predictor.predict(model)
-    net = pred.net
+    pred = predictor.predict(load_onnx(args.model))
+    where = dict(model=args.model, table=args.table, device=predictor.device, measured_between=predictor.measured_between)
     if args.format == "json":
         import json
 
-        print(
-            json.dumps(
-                {
-                    "model": args.model,
-                    "table": args.table,
-                    "predicted_ms": pred.total_ms,
-                    "stat": pred.stat,
-                    "calibrated": pred.calibrated,
-                    "compute_ms": pred.compute_ms,
-                    "layout_ms": pred.layout_ms,
-                    "params": net.params,
-                    "macs": net.macs,
-                    "peak_activation_bytes": net.peak_activation_bytes,
-                    "kernels": [
-                        {
-                            "kernel": c.label,
-                            "nodes": list(c.kernel.nodes),
-                            "compute_ms": c.compute_ms,
-                            "layout_ms": c.layout_ms,
-                            "source": c.source,
-                            "basis": c.basis,
-                        }
-                        for c in pred.kernels
-                    ],
-                },
-                indent=1,
-            )
-        )
-        return 0
-    print(f"{args.model} on {predictor.device.get('name', '?')} (table {args.table}), {net.precision}")
-    print(
-        f"params {net.params:,}  MACs {net.macs / 1e9:.2f} G  peak activation memory "
-        f"{net.peak_activation_bytes / 2**20:.1f} MiB (graph liveness)"
-    )
-    print(prediction_text(pred, fmt=FORMATS_TABULATE.get(args.format, "simple")))
+        print(json.dumps(prediction_json(pred, **where), indent=1))
+    else:
+        print(predict_report(pred, **where, fmt=FORMATS_TABULATE.get(args.format, "simple")))
     return 0
 
 
@@ -304,16 +211,18 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    import json
-
+    from oplat.paths import validate_dir
     from oplat.predict import Predictor
+    from oplat.report.provenance import provenance_line
+    from oplat.report.validation import report_markdown, save_report
     from oplat.space import load_space
-    from oplat.validate import report_markdown, validate
+    from oplat.validate import validate
 
     predictor = Predictor.from_table(args.table, stat=args.stat)
     device = _device_for_table(args)
     space = load_space(args.space)
-    out_dir = Path(args.results) / "validate" / device.name
+    out_dir = validate_dir(args.results, device.name)
+    provenance = provenance_line(predictor.device, measured_between=predictor.measured_between, stat=predictor.stat, source=args.table)
     for precision in _csv_list(args.precision):
         report = validate(
             predictor=predictor,
@@ -324,16 +233,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.no_progress,
         )
-        text = report_markdown(report, device=device.name, space=space.name, table=args.table, seed=args.seed)
+        text = report_markdown(report, device=device.name, space=space.name, table=args.table, seed=args.seed,
+                               provenance=provenance)
         print(text)
         print()
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            stem = out_dir / f"{space.name}-{precision}"
-            stem.with_suffix(".md").write_text(text + "\n")
-            stem.with_suffix(".json").write_text(json.dumps(report.as_dict(), indent=1))
-        except OSError as exc:
-            raise OplatError(f"cannot write the validation report under {out_dir} ({exc.strerror})") from None
+        stem = save_report(report, text, out_dir, f"{space.name}-{precision}")
         print(f"saved {stem}.md and {stem}.json")
     return 0
 
@@ -354,7 +258,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     from oplat.measure import default_table_path
     from oplat.predict import Predictor
-    from oplat.search import run_search
+    from oplat.search import check_storage, run_search
     from oplat.space import load_space
     from oplat.units import parse_duration_ms
 
@@ -379,6 +283,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 space = replace(space, **changes)
             except (TypeError, ValueError) as exc:
                 raise OplatError(f"search space {space.name} cannot take {changes}: {exc}") from None
+        if args.name is not None:
+            name = args.name
+        else:  # the space's name comes from its file: keep only what a plain name may hold
+            raw = f"{space.name}-x{space.scale}-{space.in_h}x{space.in_w}-{args.precision}-{budget_ms:g}ms"
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")[:255]
+        out_dir = Path(args.results) / "search" / name
+        check_storage(args.storage, out_dir)  # before a table is read or a device touched
         device = None
         if args.device:
             from oplat.devices import get_device
@@ -401,11 +312,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 from oplat.validate import check_table_device
 
                 check_table_device(predictor, device)
-        if args.name is not None:
-            name = args.name
-        else:  # the space's name comes from its file: keep only what a plain name may hold
-            raw = f"{space.name}-x{space.scale}-{space.in_h}x{space.in_w}-{args.precision}-{budget_ms:g}ms"
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")[:255]
         result = run_search(
             space=space,
             predictor=predictor,
@@ -413,7 +319,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             precision=args.precision,
             trials=args.trials,
             name=name,
-            out_dir=Path(args.results) / "search" / name,
+            out_dir=out_dir,
             storage=args.storage,
             seed=args.seed,
             pareto=args.pareto,
@@ -443,56 +349,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
-    from oplat.build import model_from_op
+    from oplat.export import export_opset
     from oplat.opset import load_opset
     from oplat.spec import PRECISIONS
 
-    formats = _csv_list(args.format)
-    bad = [f for f in formats if f not in ("onnx", "tflite")]
-    if bad:
-        raise OplatError(f"unknown format {', '.join(bad)}; choose onnx, tflite or both (onnx,tflite)")
     precisions = _csv_list(args.precision) if args.precision else None
     if precisions and any(p not in PRECISIONS for p in precisions):
         raise OplatError(f"unknown precision in {args.precision!r}; known: {', '.join(PRECISIONS)}")
-    if "tflite" in formats:
-        from oplat.tflite import tflite_from_onnx
-    opset = load_opset(args.opset, precisions=precisions)
-    from oplat.limits import check_spec
-
-    limits = _limits(args)
-    for spec in opset.specs:
-        check_spec(spec, limits, where=opset.source)
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OplatError(f"cannot create {out} ({exc.strerror}); choose another --out") from None
-    index = []
-    from oplat.progress import progress_bar
-
-    with progress_bar(total=len(opset.specs), unit="op", desc="export", enabled=not args.no_progress) as bar:
-        for spec in opset.specs:
-            bar.update(1)
-            stem = spec.label().replace(" ", "_").replace("→", "-").replace("×", "x").replace("+", "_")
-            model = model_from_op(spec)
-            files = []
-            try:
-                if "onnx" in formats:
-                    (out / f"{stem}.onnx").write_bytes(model.SerializeToString())
-                    files.append(f"{stem}.onnx")
-                if "tflite" in formats:
-                    (out / f"{stem}.tflite").write_bytes(tflite_from_onnx(model))
-                    files.append(f"{stem}.tflite")
-            except OSError as exc:
-                raise OplatRuntimeError(f"cannot write {out / stem}.* ({exc.strerror}); free space or choose another --out") from None
-            index.append({"key": spec.key, "label": spec.label(), "files": files})
-    import json
-
-    try:
-        (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
-    except OSError as exc:
-        raise OplatRuntimeError(f"cannot write {out / 'index.json'} ({exc.strerror}); free space or choose another --out") from None
-    print(f"wrote {len(index)} entries ({', '.join(formats)}) to {out}; index.json maps keys to files")
+    formats = _csv_list(args.format)
+    summary = export_opset(load_opset(args.opset, precisions=precisions), args.out, formats=formats,
+                           limits=_limits(args), progress=not args.no_progress)
+    print(f"wrote {summary.entries} entries ({', '.join(summary.formats)}) to {summary.out}; index.json maps keys to files")
     return 0
 
 
@@ -527,7 +394,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- parser
 def _parser() -> argparse.ArgumentParser:
-    from oplat.render import FORMATS
+    from oplat.report.tables import FORMATS
 
     parser = argparse.ArgumentParser(
         prog="oplat",

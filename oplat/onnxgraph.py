@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from oplat.errors import OplatError
 
-__all__ = ["GraphIndex", "attr", "infer_shapes"]
+__all__ = ["GraphIndex", "attr", "infer_shapes", "load_onnx"]
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -25,6 +25,22 @@ def attr(node: onnx.NodeProto, name: str, default=None):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
+
+
+def load_onnx(path: str) -> onnx.ModelProto:
+    """Read an ONNX file; a missing, unreadable or empty one is one clear error (an empty
+    file parses as a model with no graph, which would be priced at 0 ms)."""
+    try:
+        model = onnx.load(path)
+    except FileNotFoundError:
+        raise OplatError(f"{path}: no such ONNX file") from None
+    except IsADirectoryError:
+        raise OplatError(f"{path} is a folder, not an ONNX file") from None
+    except Exception as exc:  # onnx raises DecodeError and others for a bad file
+        raise OplatError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    if not model.graph.node:
+        raise OplatError(f"{path}: not an ONNX model with a graph (no nodes); check the file")
+    return model
 
 
 def infer_shapes(model: onnx.ModelProto, *, what: str = "the network") -> onnx.ModelProto:

@@ -17,19 +17,17 @@ Every problem names the file, the entry and the field.
 from __future__ import annotations
 
 import itertools
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from oplat.data import builtin_files
 from oplat.errors import OplatError
+from oplat.paths import check_plain_name
 from oplat.spec import OpSpec
 
 __all__ = ["OpSet", "load_opset", "builtin_opsets"]
 
-#: Op set names become file names (results/<device>/<name>.jsonl): never paths.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _TOP_KEYS = {"name", "description", "precisions", "hw", "entry"}
 _ENTRY_KEYS = {"op", "c", "channels", "c_out", "kernel", "arity", "mode", "scale", "block", "lo", "hi", "hw", "precision"}
 
@@ -73,11 +71,7 @@ def load_opset(name_or_path: str, *, precisions: list[str] | None = None) -> OpS
     if unknown:
         raise OplatError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
     name = doc.get("name") or Path(source.split(" ")[0]).stem
-    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
-        raise OplatError(
-            f"{source}: op set name {name!r} must be a plain name (letters, digits, '.', '_', '-', "
-            "not starting with '.'): it names the table file results/<device>/<name>.jsonl"
-        )
+    check_plain_name(name, what="op set name", where=source)
     entries = doc.get("entry")
     if not isinstance(entries, list) or not entries:
         raise OplatError(f"{source}: no [[entry]] tables; an op set needs at least one entry")

@@ -29,7 +29,7 @@ from oplat.records import Composition, CompositionFile, Stats
 from oplat.timing import TimingPolicy
 
 __all__ = [
-    "NetworkResult", "ValidationReport", "calibrate", "check_table_device", "network_model", "report_markdown",
+    "NetworkResult", "ValidationReport", "calibrate", "check_table_device", "network_model",
     "sample_networks", "validate",
 ]
 
@@ -312,43 +312,3 @@ def validate(
         for p, s, prof, arch in measured
     ]
     return ValidationReport(precision, results, calibrated=precision in predictor.composition, stat=predictor.stat)
-
-
-def report_markdown(report: ValidationReport, *, device: str, space: str, table: str, seed: int) -> str:
-    """The validation report as Markdown: summary, worst cases, error by kernel type."""
-    from tabulate import tabulate
-
-    n = len(report.results)
-    lines = [
-        f"## {device} {report.precision}: {n} random {space} networks, table {table}"
-        + ("" if report.calibrated else " (UNCALIBRATED predictions)"),
-        "",
-        f"statistic: {report.stat} of the wall time (prediction and measurement alike); "
-        f"networks sampled with seed {seed}, none of them used for calibration",
-        "",
-        f"within ±5%: {report.share_within(5):.0f}%   within ±10%: {report.share_within(10):.0f}%   "
-        f"mean |error|: {report.mape_pct:.1f}%",
-        "",
-        "worst cases:",
-        tabulate(
-            [[r.arch, f"{r.predicted_ms:.2f}", f"{r.measured_ms:.2f}", f"{r.error_pct:+.1f}", f"{100 * r.measured_share:.0f}"]
-             for r in report.worst(5)],
-            headers=["Network", "Predicted [ms]", "Measured [ms]", "Error [%]", "Kernels from table [%]"],
-            tablefmt="github",
-        ),
-    ]
-    kerr = report.kernel_errors()
-    if any(m for _, m, _ in kerr.values()):
-        lines += [
-            "",
-            f"error by kernel type, summed over the networks (measured: each network's {report.stat} wall time split "
-            "by the runtime's per-node profile of it; (boundary) is the composition's boundary + constant term vs the "
-            "profiled reorders and unattributed nodes):",
-            tabulate(
-                [[op, f"{p:.1f}", f"{m:.1f}", f"{e:+.1f}" if m else "not in the profile (fused)"]
-                 for op, (p, m, e) in sorted(kerr.items())],
-                headers=["Kernel type", "Predicted [ms]", "Measured [ms]", "Error [%]"],
-                tablefmt="github",
-            ),
-        ]
-    return "\n".join(lines)

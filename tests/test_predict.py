@@ -20,7 +20,8 @@ from oplat.spec import OpSpec
 from oplat.records import FusionVerdict
 from oplat.table import SCHEMA_VERSION
 from oplat.timing import TimingPolicy
-from oplat.validate import ValidationReport, calibrate, report_markdown, sample_networks, validate
+from oplat.report.validation import report_markdown
+from oplat.validate import ValidationReport, calibrate, sample_networks, validate
 
 
 def fake_row(spec: OpSpec, compute: float, layout: float = 0.0) -> dict:

@@ -1,0 +1,120 @@
+"""A network's predicted latency: the total, how it was composed, the per-kernel breakdown.
+
+``predict`` prints it, ``search`` puts it in its report; both take it from here, so a
+number is labelled the same way everywhere: a kernel priced from neighbouring rows says
+``PREDICTED from …``, a total without a fitted composition says ``UNCALIBRATED``.
+"""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from oplat.predict import Prediction
+from oplat.report.provenance import provenance_line
+
+__all__ = [
+    "BREAKDOWN_HEADERS", "breakdown_rows", "composition_text", "network_summary", "predict_report", "prediction_json",
+    "prediction_text",
+]
+
+BREAKDOWN_HEADERS = ["Kernel", "ONNX nodes", "Compute [ms]", "Lone-op layout [ms]", "Share [%]", "Source"]
+
+
+def breakdown_rows(pred: Prediction) -> list[list[str]]:
+    """One row per kernel: label, ONNX nodes, compute and lone-op layout ms, share, source."""
+    total = pred.compute_ms or 1.0
+    rows = []
+    for cost in pred.kernels:
+        source = "measured" if cost.source == "measured" else f"PREDICTED {cost.basis}"
+        rows.append(
+            [
+                cost.label,
+                "+".join(cost.kernel.nodes),
+                f"{cost.compute_ms:.3f}",
+                f"{cost.layout_ms:.3f}",
+                f"{100 * cost.compute_ms / total:.1f}",
+                source + (f"; {cost.kernel.note}" if cost.kernel.note else ""),
+            ]
+        )
+    return rows
+
+
+def composition_text(pred: Prediction) -> str:
+    """How the total was made from the kernel sum (the fitted composition, or UNCALIBRATED)."""
+    if pred.calibrated:
+        c = pred.composition
+        return (
+            f"calibrated on {c.networks} measured networks (fit error {c.fit_mape_pct:.1f}%): "
+            f"{c.compute:.3f}×compute + {c.boundary_per_melem_ms:.3f} ms/Melem boundary "
+            f"+ {c.const_ms:.3f} ms"
+        )
+    return "UNCALIBRATED: plain sum of per-kernel compute times (run `oplat calibrate` to fit the composition)"
+
+
+def prediction_text(pred: Prediction, *, fmt: str = "github") -> str:
+    """The predicted total, the composition used, and the per-kernel breakdown table."""
+    measured = sum(k.source == "measured" for k in pred.kernels)
+    lines = [
+        f"predicted latency ({pred.stat}): {pred.total_ms:.2f} ms  ({composition_text(pred)})",
+        f"sum of kernel compute {pred.compute_ms:.2f} ms (lone-op reorders {pred.layout_ms:.2f} ms, not part of a network), "
+        + (
+            f"all {len(pred.kernels)} kernels measured"
+            if measured == len(pred.kernels)
+            else f"{measured}/{len(pred.kernels)} kernels measured, the rest PREDICTED"
+        ),
+        "",
+        tabulate(breakdown_rows(pred), headers=BREAKDOWN_HEADERS, tablefmt=fmt, disable_numparse=True),
+    ]
+    return "\n".join(lines)
+
+
+def network_summary(pred: Prediction) -> str:
+    net = pred.net
+    return (
+        f"params {net.params:,}  MACs {net.macs / 1e9:.2f} G  peak activation memory "
+        f"{net.peak_activation_bytes / 2**20:.1f} MiB (graph liveness)"
+    )
+
+
+def predict_report(pred: Prediction, *, model: str, table: str, device: dict, measured_between=None,
+                   fmt: str = "simple") -> str:
+    """``oplat predict``'s text: what was predicted on which table (with its provenance),
+    the network's size, then :func:`prediction_text`."""
+    return "\n".join(
+        [
+            f"{model} on {device.get('name', '?')} (table {table}), {pred.net.precision}",
+            provenance_line(device, measured_between=measured_between, stat=pred.stat),
+            network_summary(pred),
+            prediction_text(pred, fmt=fmt),
+        ]
+    )
+
+
+def prediction_json(pred: Prediction, *, model: str, table: str, device: dict, measured_between=None) -> dict:
+    """``oplat predict --format json``: every figure of the text, as numbers."""
+    net = pred.net
+    return {
+        "model": model,
+        "table": table,
+        "device": device.get("name"),
+        "table_measured_between": list(measured_between) if measured_between else None,
+        "predicted_ms": pred.total_ms,
+        "stat": pred.stat,
+        "calibrated": pred.calibrated,
+        "compute_ms": pred.compute_ms,
+        "layout_ms": pred.layout_ms,
+        "params": net.params,
+        "macs": net.macs,
+        "peak_activation_bytes": net.peak_activation_bytes,
+        "kernels": [
+            {
+                "kernel": c.label,
+                "nodes": list(c.kernel.nodes),
+                "compute_ms": c.compute_ms,
+                "layout_ms": c.layout_ms,
+                "source": c.source,
+                "basis": c.basis,
+            }
+            for c in pred.kernels
+        ],
+    }
