@@ -50,7 +50,15 @@ result folder (``<out_dir>/search.lock``); a resumed search marks trials a kille
 RUNNING as FAIL and runs their parameters again. ``trials`` is the total the study should
 reach: a resumed search runs only the missing ones. Any Optuna storage URL
 (``postgresql://…``, ``sqlite:///…``) can be given instead, for many workers; then running
-trials are left alone (another worker may own them).
+trials are left alone (another worker may own them). A journal path given as storage must
+be in an existing folder, and an existing file there must be an Optuna journal (anything
+else is refused untouched). A torn last record (a writer killed inside its write) is cut
+off when the journal is opened, so the file always stays readable by Optuna.
+
+Ctrl-C ends a search with ``KeyboardInterrupt`` and no Optuna log: inside a trial the
+trial is told FAIL and queued again for the next run; inside Optuna's bookkeeping the
+interrupt waits until the trial is recorded (see :class:`_Interrupts`). Emitted files are
+written to a temporary name and renamed, so an interrupted emission keeps the last ones.
 """
 
 from __future__ import annotations
@@ -59,9 +67,13 @@ import csv
 import json
 import math
 import os
+import signal
+import stat
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -88,6 +100,7 @@ __all__ = [
     "SearchResult",
     "arch_kernels",
     "arch_net",
+    "check_storage",
     "fastest_network",
     "learned_macs_per_output_pixel",
     "quality_proxy",
@@ -363,6 +376,35 @@ def _journal_backend(path: Path):
             self._oplat_path = file_path
             self._oplat_lock = _Flock(Path(file_path + ".flock"), blocking=True)
             self._oplat_synced = time.monotonic()
+            self._oplat_cut_torn_tail()
+
+        def _oplat_cut_torn_tail(self) -> None:
+            # A writer killed inside its write (or a power cut) can leave a last line without
+            # its newline. Optuna skips it, but the next append would glue a record onto it
+            # and make the file unreadable. Under the writers' lock nobody is mid-write, so a
+            # tail without a newline is torn: cut it (it was never a finished record).
+            self._oplat_lock.acquire()
+            try:
+                fd = os.open(self._oplat_path, os.O_RDWR)
+                try:
+                    size = os.fstat(fd).st_size
+                    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+                        return
+                    keep, end = 0, size
+                    while end > 0:
+                        start = max(0, end - (1 << 16))
+                        i = os.pread(fd, end - start, start).rfind(b"\n")
+                        if i >= 0:
+                            keep = start + i + 1
+                            break
+                        end = start
+                    os.ftruncate(fd, keep)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            finally:
+                self._oplat_lock.release()
+            warn(f"{self._oplat_path} ended in a torn record ({size - keep} bytes, a run killed while writing it); cut it off")
 
         def append_logs(self, logs: list[dict[str, Any]]) -> None:
             data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
@@ -405,19 +447,92 @@ def _journal_backend(path: Path):
     return _OplatJournalFile(str(path))
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _journal_file(storage: str | None, out_dir: Path) -> tuple[Path | None, str]:
+    """The journal file a search will use (None for a storage URL) and what to tell a user
+    whose file is unusable; raises :class:`OplatError` before anything is written when the
+    file exists but is not an Optuna journal, or when a ``--storage`` path's folder is
+    missing (only the default ``<out_dir>/study.journal`` gets its folder made)."""
+    if storage is not None and "://" in storage:
+        return None, ""
+    if storage is None:
+        path, hint = out_dir / _JOURNAL, "delete it or pick another --name"
+    else:
+        if not storage.strip():
+            raise OplatError("--storage is empty; give a journal file path or a database URL (e.g. sqlite:///studies.db)")
+        path, hint = Path(storage), "give a new path or a database URL (e.g. sqlite:///studies.db) to --storage"
+        parent = path.parent
+        if parent.exists() and not parent.is_dir():
+            raise OplatError(f"{parent} is not a folder, so it cannot hold the study journal {path}; give another --storage")
+        if not parent.is_dir():
+            raise OplatError(
+                f"the folder {parent} of the study journal {path} does not exist; create the folder first "
+                f"(mkdir -p {parent}) or give another --storage"
+            )
+    _check_journal_file(path, hint)
+    return path, hint
+
+
+def check_storage(storage: str | None, out_dir: str | Path) -> None:
+    """Raise the :class:`OplatError` :func:`run_search` gives for this ``storage`` (a journal
+    path whose folder is missing, an existing file that is not an Optuna journal), before
+    anything is read, measured or written."""
+    _journal_file(storage, Path(out_dir))
+
+
+def _check_journal_file(path: Path, hint: str) -> None:
+    """Refuse an existing file that is not an Optuna journal (a text file, a latency table,
+    an SQLite database) before Optuna reads it or appends to it. A missing or empty file is
+    a new journal."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OplatError(f"cannot read the study journal {path} ({exc.strerror}); {hint}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise OplatError(f"{path} is a folder, not an Optuna journal file; {hint}")
+    if not stat.S_ISREG(st.st_mode):
+        raise OplatError(f"{path} is not a regular file, so not an Optuna journal file; {hint}")
+    if st.st_size == 0:
+        return
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16)
+    except OSError as exc:
+        raise OplatError(f"cannot read the study journal {path} ({exc.strerror}); {hint}") from None
+    if first.startswith(_SQLITE_MAGIC):
+        raise OplatError(
+            f"{path} is an SQLite database, not an Optuna journal file; give it as a URL "
+            f"(--storage sqlite:///{path.resolve()}) or give a new path"
+        )
+    try:
+        record = json.loads(first)
+    except ValueError:  # not JSON, not UTF-8
+        record = None
+    if not (isinstance(record, dict) and isinstance(record.get("op_code"), int) and "worker_id" in record):
+        raise OplatError(f"{path} is not an Optuna journal file (its first line is not a journal record); {hint}")
+
+
 def _open_storage(storage: str | None, out_dir: Path):
     """(storage object or URL, journal backend or None, text for reports)."""
     from optuna.storages import JournalStorage
 
-    if storage is None or "://" not in storage:
-        path = out_dir / _JOURNAL if storage is None else Path(storage)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            backend = _journal_backend(path)
-        except OSError as exc:
-            raise OplatError(f"cannot write the study journal {path} ({exc.strerror}); pick a writable --out") from None
+    path, hint = _journal_file(storage, out_dir)
+    if path is None:
+        return storage, None, storage
+    writable = "pick a writable --results" if storage is None else "give a writable --storage path"
+    try:
+        backend = _journal_backend(path)
+    except OSError as exc:
+        raise OplatError(f"cannot write the study journal {path} ({exc.strerror}); {writable}") from None
+    try:
         return JournalStorage(backend), backend, str(path)
-    return storage, None, storage
+    except Exception as exc:  # a damaged journal: Optuna raises JSON, key or value errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OplatError(f"cannot read the study journal {path} ({type(exc).__name__}: {first}); {hint}") from None
 
 
 def _study_attrs(space: SearchSpace, budget_ms: float, precision: str, table: str, pareto: bool) -> dict[str, Any]:
@@ -537,7 +652,7 @@ class _FolderLock:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             lock = _Flock(self.out_dir / _LOCK, blocking=False)
         except OSError as exc:
-            raise OplatError(f"cannot write to {self.out_dir} ({exc.strerror}); pick a writable --out") from None
+            raise OplatError(f"cannot write to {self.out_dir} ({exc.strerror}); pick a writable --results") from None
         if not lock.acquire():
             lock.close()
             raise OplatError(f"another oplat search is running in {self.out_dir}; wait for it to finish or pick another --name")
@@ -550,6 +665,74 @@ class _FolderLock:
             self._lock.release()
             self._lock.close()
             self._lock = None
+
+
+class _Interrupts:
+    """Ctrl-C (SIGINT) during a search (held by ``run_search``), so that it never tears the study.
+
+    Optuna's bookkeeping (opening the study, asking for a trial, telling its result: journal
+    records that belong together) runs *deferred*: a Ctrl-C there stops the loop after the
+    trial (``study.stop``) and raises ``KeyboardInterrupt`` where the deferred block ends.
+    Inside the objective (``immediate``) it raises at once, and the objective fails its trial
+    quietly (see ``_search_loop``). A second Ctrl-C while stopping is ignored; a third raises
+    wherever it lands. Installed only in the main thread, over Python's default handler
+    (another handler is left alone, and a Ctrl-C then behaves as it always did).
+    """
+
+    def __init__(self) -> None:
+        self.presses = 0
+        self.study = None  # set once the study is open: a deferred Ctrl-C stops its loop
+        self._raised = False
+        self._deferred = False
+        self._old = None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.presses += 1
+        if self.presses >= 3 or (self.presses == 1 and not self._deferred):
+            self._raised = True
+            raise KeyboardInterrupt
+        if self.study is not None:
+            try:
+                self.study.stop()
+            except RuntimeError:  # not inside optimize: the next objective or block end raises
+                pass
+
+    def check(self) -> None:
+        """Raise the ``KeyboardInterrupt`` that a Ctrl-C in a deferred block postponed."""
+        if self.presses and not self._raised:
+            self._raised = True
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        was = self._deferred
+        try:
+            self._deferred = True
+            yield
+        finally:
+            self._deferred = was
+        if not was:
+            self.check()
+
+    @contextmanager
+    def immediate(self) -> Iterator[None]:
+        was = self._deferred
+        try:
+            self._deferred = False
+            self.check()
+            yield
+        finally:
+            self._deferred = was
 
 
 def _search_loop(
@@ -568,6 +751,7 @@ def _search_loop(
     pareto: bool,
     table_text: str,
     progress: bool,
+    interrupts: _Interrupts,
 ) -> _Loop:
     import optuna
     from optuna.trial import TrialState
@@ -576,87 +760,111 @@ def _search_loop(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = None
     try:
-        storage_obj, backend, storage_text = _open_storage(storage, out_dir)
-        directions = ["minimize", "maximize"] if pareto else ["maximize"]
-        try:
-            study = optuna.create_study(
-                study_name=name,
-                storage=storage_obj,
-                sampler=_sampler(space, pareto=pareto, seed=seed),
-                directions=directions,
-                load_if_exists=True,
-            )
-        except OplatError:
-            raise
-        except ImportError as exc:
-            raise OplatError(
-                f"storage {storage_text}: {str(exc).strip().splitlines()[0]} — install sqlalchemy and the URL's database "
-                "driver (e.g. psycopg2-binary for postgresql://)"
-            ) from None
-        except Exception as exc:  # a storage URL can fail in many driver-specific ways
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OplatError(f"cannot open the study storage {storage_text}: {first}") from None
+        with interrupts.deferred():
+            storage_obj, backend, storage_text = _open_storage(storage, out_dir)
+            directions = ["minimize", "maximize"] if pareto else ["maximize"]
+            try:
+                study = optuna.create_study(
+                    study_name=name,
+                    storage=storage_obj,
+                    sampler=_sampler(space, pareto=pareto, seed=seed),
+                    directions=directions,
+                    load_if_exists=True,
+                )
+            except OplatError:
+                raise
+            except ImportError as exc:
+                raise OplatError(
+                    f"storage {storage_text}: {str(exc).strip().splitlines()[0]} — install sqlalchemy and the URL's database "
+                    "driver (e.g. psycopg2-binary for postgresql://)"
+                ) from None
+            except Exception as exc:  # a storage URL can fail in many driver-specific ways
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise OplatError(f"cannot open the study storage {storage_text}: {first}") from None
+            interrupts.study = study
 
-        want = _study_attrs(space, float(budget_ms), precision, table_text, pareto)
-        existing = study.get_trials(deepcopy=False)
-        if "oplat.space_fingerprint" in study.user_attrs:
-            _check_resume(study, name, out_dir, want)
-        elif existing:
-            raise OplatError(f"study {name!r} in {storage_text} was not made by oplat search; pick another --name")
-        else:
-            for key, value in want.items():
-                study.set_user_attr(key, value)
-            # Start from the fastest network: the study always has a feasible trial.
-            study.enqueue_trial(trial_params(space, fastest), user_attrs={"oplat.seeded": "fastest"})
+            want = _study_attrs(space, float(budget_ms), precision, table_text, pareto)
+            existing = study.get_trials(deepcopy=False)
+            if "oplat.space_fingerprint" in study.user_attrs:
+                _check_resume(study, name, out_dir, want)
+            elif all(t.state == TrialState.WAITING and t.user_attrs.get("oplat.seeded") == "fastest" for t in existing):
+                # A new study, or one whose setup a killed run left unfinished (the
+                # fingerprint, written last, marks a finished setup).
+                if not existing:
+                    # Start from the fastest network: the study always has a feasible trial.
+                    study.enqueue_trial(trial_params(space, fastest), user_attrs={"oplat.seeded": "fastest"})
+                for key, value in sorted(want.items(), key=lambda kv: kv[0] == "oplat.space_fingerprint"):
+                    study.set_user_attr(key, value)
+            else:
+                raise OplatError(f"study {name!r} in {storage_text} was not made by oplat search; pick another --name")
 
-        if own_folder:
-            # We own the folder, so a RUNNING trial is a killed run's: fail it, run it again.
-            study_id = storage_obj.get_study_id_from_name(name)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                trial_id = storage_obj.get_trial_id_from_study_id_trial_number(study_id, t.number)
-                storage_obj.set_trial_state_values(trial_id, TrialState.FAIL)
-                study.enqueue_trial(dict(t.params), user_attrs={"oplat.retry_of": t.number})
+            if own_folder:
+                # We own the folder, so a RUNNING trial is a killed run's: fail it, run it again.
+                study_id = storage_obj.get_study_id_from_name(name)
+                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    trial_id = storage_obj.get_trial_id_from_study_id_trial_number(study_id, t.number)
+                    storage_obj.set_trial_state_values(trial_id, TrialState.FAIL)
+                    # fixed_params: an enqueued trial (the fastest network) killed before it suggested them
+                    retry = {**t.system_attrs.get("fixed_params", {}), **t.params}
+                    study.enqueue_trial(retry, user_attrs={"oplat.retry_of": t.number})
 
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        remaining = max(0, trials - done)
+            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            remaining = max(0, trials - done)
 
-        def objective(trial):
-            arch = arch_from_trial(trial, space)
-            priced = prices.price(arch, precision)
-            quality = quality_proxy(arch)
-            _set_constraint(trial, priced.predicted_ms - budget_ms)
-            trial.set_user_attr("predicted_ms", priced.predicted_ms)
-            trial.set_user_attr("quality_proxy", quality)
-            trial.set_user_attr("params", params(arch))
-            trial.set_user_attr("macs", macs(arch))
-            trial.set_user_attr("arch", describe(arch))
-            trial.set_user_attr("measured_share", priced.measured_share)
-            return (priced.predicted_ms, quality) if pareto else quality
+            def score(trial):
+                arch = arch_from_trial(trial, space)
+                priced = prices.price(arch, precision)
+                quality = quality_proxy(arch)
+                _set_constraint(trial, priced.predicted_ms - budget_ms)
+                trial.set_user_attr("predicted_ms", priced.predicted_ms)
+                trial.set_user_attr("quality_proxy", quality)
+                trial.set_user_attr("params", params(arch))
+                trial.set_user_attr("macs", macs(arch))
+                trial.set_user_attr("arch", describe(arch))
+                trial.set_user_attr("measured_share", priced.measured_share)
+                return (priced.predicted_ms, quality) if pareto else quality
 
-        best = {"q": -math.inf, "ms": math.nan}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            ms, q = t.user_attrs.get("predicted_ms"), t.user_attrs.get("quality_proxy")
-            if ms is not None and q is not None and ms <= budget_ms and q > best["q"]:
-                best.update(q=q, ms=ms)
-        with progress_bar(
-            total=trials, initial=min(done, trials), unit="trial", desc=f"search {name}", enabled=progress
-        ) as bar:
+            def objective(trial):
+                try:
+                    with interrupts.immediate():
+                        return score(trial)
+                except KeyboardInterrupt:
+                    # Ctrl-C inside a trial: Optuna tells it FAIL (never COMPLETE) and re-raises;
+                    # its log of that "failure" (a traceback) is silenced, the trial queued
+                    # again for the next run (as a killed run's RUNNING trial is).
+                    optuna.logging.set_verbosity(optuna.logging.ERROR)
+                    try:
+                        retry = {**getattr(trial, "_fixed_params", {}), **trial.params}
+                        study.enqueue_trial(retry, user_attrs={"oplat.retry_of": trial.number})
+                    except Exception:  # pragma: no cover - the retry is a courtesy
+                        pass
+                    raise
 
-            if best["q"] > -math.inf:
-                bar.set_postfix_str(f"best Q={best['q']:.3f} at {best['ms']:.3g} ms", refresh=False)
+            best = {"q": -math.inf, "ms": math.nan}
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                ms, q = t.user_attrs.get("predicted_ms"), t.user_attrs.get("quality_proxy")
+                if ms is not None and q is not None and ms <= budget_ms and q > best["q"]:
+                    best.update(q=q, ms=ms)
+            with progress_bar(
+                total=trials, initial=min(done, trials), unit="trial", desc=f"search {name}", enabled=progress
+            ) as bar:
 
-            def on_trial(_study, frozen) -> None:
-                bar.update(1)
-                if frozen.state == TrialState.COMPLETE:
-                    ms, q = frozen.user_attrs.get("predicted_ms"), frozen.user_attrs.get("quality_proxy")
-                    if ms is not None and ms <= budget_ms and q > best["q"]:
-                        best.update(q=q, ms=ms)
-                        bar.set_postfix_str(f"best Q={q:.3f} at {ms:.3g} ms", refresh=False)
+                if best["q"] > -math.inf:
+                    bar.set_postfix_str(f"best Q={best['q']:.3f} at {best['ms']:.3g} ms", refresh=False)
 
-            start = time.perf_counter()
-            if remaining:
-                study.optimize(objective, n_trials=remaining, callbacks=[on_trial], gc_after_trial=False)
-            elapsed = time.perf_counter() - start
+                def on_trial(_study, frozen) -> None:
+                    bar.update(1)
+                    if frozen.state == TrialState.COMPLETE:
+                        ms, q = frozen.user_attrs.get("predicted_ms"), frozen.user_attrs.get("quality_proxy")
+                        if ms is not None and ms <= budget_ms and q > best["q"]:
+                            best.update(q=q, ms=ms)
+                            bar.set_postfix_str(f"best Q={q:.3f} at {ms:.3g} ms", refresh=False)
+
+                start = time.perf_counter()
+                interrupts.check()  # a Ctrl-C while the study opened: no trial starts
+                if remaining:
+                    study.optimize(objective, n_trials=remaining, callbacks=[on_trial], gc_after_trial=False)
+                elapsed = time.perf_counter() - start
     finally:
         optuna.logging.set_verbosity(verbosity)
         if backend is not None:
@@ -847,7 +1055,8 @@ def _emit_tflite(int8_model, arch: ArchSpec, path: Path) -> tuple[Path | None, s
             f"best.tflite disagrees with best.int8.onnx in LiteRT: p99 {p99:.1f} output steps, max {worst:.1f} "
             f"(allowed: p99 ≤ 2, max ≤ {MAX_TFLITE_STEPS})"
         )
-    path.write_bytes(data)
+    with _replacing(path) as tmp:
+        tmp.write_bytes(data)
     return path, (
         f"best.tflite: INT8, NHWC; against best.int8.onnx in LiteRT: median {float(np.median(steps)):.0f}, "
         f"p99 {p99:.0f}, max {worst:.0f} output steps (1/255)"
@@ -996,11 +1205,12 @@ def _write_report(
         "- oplat metadata (`oplat.*`) is in each file's `metadata_props`.",
         "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    with _replacing(path) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
 
 
 def _write_pareto(path: Path, front: list[_Candidate], budget_ms: float) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with _replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["trial", "predicted_ms", "quality_proxy", "params", "macs", "measured_share", "feasible", "arch"])
         for c in front:
@@ -1016,6 +1226,18 @@ def _write_pareto(path: Path, front: list[_Candidate], budget_ms: float) -> None
             ])
 
 
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file next to ``path`` that replaces it when the block succeeds: a Ctrl-C
+    or a crash while an output is written leaves the previous file whole, never a torn one."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _metadata(model, props: dict[str, str]) -> None:
     import onnx
 
@@ -1025,8 +1247,8 @@ def _metadata(model, props: dict[str, str]) -> None:
 def _measure(model, device: Device, policy) -> dict:
     from oplat.measure import time_network
 
-    stats, _ = time_network(model, device, policy)
-    return stats
+    timed = time_network(model, device, policy)
+    return {**timed.stats.to_json(), "noisy": timed.noisy}
 
 
 def _emit(
@@ -1133,7 +1355,8 @@ def _emit(
             props["oplat.measured_p90_ms"] = f"{m['p90_ms']:.6g}"
         _metadata(model, props)
         _run_once(model, arch)
-        onnx.save(model, str(paths[prec]))
+        with _replacing(paths[prec]) as tmp:
+            onnx.save(model, str(tmp))
 
     best_tflite, tflite_note = _emit_tflite(int8_model, arch, out_dir / "best.tflite")
 
@@ -1230,7 +1453,8 @@ def run_search(
         out_dir: where ``best.onnx``, ``best.int8.onnx``, ``report.md``, ``pareto.csv`` and
             (by default) ``study.journal`` go.
         storage: None for ``<out_dir>/study.journal``; an Optuna storage URL
-            (``postgresql://…``, ``sqlite:///…``); or another journal file path.
+            (``postgresql://…``, ``sqlite:///…``); or another journal file path (in an
+            existing folder; an existing file there must be an Optuna journal).
         seed: sampler seed (and the seed of the emitted placeholder weights; None → 0 there).
         pareto: two objectives (latency ↓, quality ↑) with NSGA-II instead of TPE; the budget
             still constrains and the emitted network is the best feasible one.
@@ -1257,8 +1481,9 @@ def run_search(
         policy=policy,
         opset=f"search:{space.name}",
     )
+    _journal_file(storage, out_dir)  # refuse a bad journal path before anything is measured or made
     fastest = _preflight(space=space, prices=prices, budget_ms=budget_ms, precision=precision, trials=trials)
-    with _FolderLock(out_dir, storage) as folder:
+    with _Interrupts() as interrupts, _FolderLock(out_dir, storage) as folder:
         loop = _search_loop(
             space=space,
             prices=prices,
@@ -1274,6 +1499,7 @@ def run_search(
             pareto=pareto,
             table_text=table_text,
             progress=progress,
+            interrupts=interrupts,
         )
         return _emit(
             loop=loop,
@@ -1306,7 +1532,7 @@ def search_throughput(
     ``out_dir``, no emission): what ``run_search`` spends per trial from a table."""
     prices = _Prices(predictor, device=None, table_path=None, policy=None, opset="")
     fastest = _preflight(space=space, prices=prices, budget_ms=budget_ms, precision=precision, trials=trials)
-    with _FolderLock(Path(out_dir), None) as folder:
+    with _Interrupts() as interrupts, _FolderLock(Path(out_dir), None) as folder:
         loop = _search_loop(
             space=space,
             prices=prices,
@@ -1322,6 +1548,7 @@ def search_throughput(
             pareto=pareto,
             table_text=predictor.source or "<in-memory table>",
             progress=progress,
+            interrupts=interrupts,
         )
     return loop.trials_run / loop.elapsed_s if loop.elapsed_s > 0 else math.inf
 
