@@ -35,12 +35,13 @@ def test_measure_then_table_in_every_format(cli, tmp_path):
     r = cli("table", str(out), "--format", "markdown", "--precision", "int8", "--op", "conv*")
     assert r.code == 0 and r.out.count("| conv3x3+relu") == 2 and "fp32" not in r.out.split("\n\n", 1)[1]
     r = cli("table", str(out), "--format", "csv")
-    assert r.out.splitlines()[0].startswith("Op,Input") and len(r.out.strip().splitlines()) == 7
+    header = r.out.splitlines()[0].split(",")
+    assert {"key", "device", "op", "precision", "median_ms", "macs"} <= set(header) and len(r.out.strip().splitlines()) == 7
     r = cli("table", str(out), "--format", "json")
     data = json.loads(r.out)
-    assert len(data) == 6 and all(float(d["Median [ms]"]) > 0 for d in data)
+    assert len(data) == 6 and all(d["median_ms"] > 0 and d["device"] == "cpu" for d in data)
     r = cli("table", str(out), "--format", "html")
-    assert r.out.startswith("<table>")
+    assert r.out.startswith("<!DOCTYPE html>") and "<table" in r.out and r.out.rstrip().endswith("</html>")
 
 
 def test_side_by_side_has_ratio_columns(cli, tmp_path):
@@ -51,7 +52,7 @@ def test_side_by_side_has_ratio_columns(cli, tmp_path):
     r = cli("table", str(a), str(b), "--format", "github")
     assert r.code == 0, r.err
     header = next(line for line in r.out.splitlines() if line.startswith("| Op"))
-    assert "cpu:a median [ms]" in header and "cpu:b/cpu:a" in header
+    assert "cpu:a p10 [ms]" in header and "cpu:b/cpu:a" in header  # the statistic in use (--stat p10 by default)
     rows = [line for line in r.out.splitlines() if line.startswith("| conv") or line.startswith("| add")]
     assert len(rows) == 3
     ratios = [float(line.strip("|").split("|")[-1]) for line in rows]
