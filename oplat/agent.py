@@ -2,7 +2,9 @@
 
 The agent runs on the board next to the runtime and times models the host sends it with
 the one timing policy (:func:`oplat.timing.time_one`) on the board's local backend. The
-host's side is :mod:`oplat.backends.remote`.
+host's side is :mod:`oplat.backends.remote`; what both sides share (protocol version,
+token variables and file, error kinds, the JSON forms below) is :mod:`oplat.wire`, and
+neither side imports the other.
 
 Transport: HTTP/1.1 from the standard library (:class:`http.server.ThreadingHTTPServer`)
 with JSON bodies. The model travels base64-encoded inside the JSON request
@@ -61,9 +63,10 @@ Rules the agent keeps:
 - One measurement at a time: a second ``/v1/measure`` while one runs is answered **409
   busy** at once (with ``Retry-After``), not queued, so no connection hangs behind a long
   measurement and the client decides how long to wait. ``/v1/info`` always answers.
-- Model formats: ONNX always; TFLite only where the device's backend module lists
-  ``"tflite"`` in ``MODEL_FORMATS`` (its ``open()`` then gets the flatbuffer bytes and
-  ``feeds=None`` and makes its own inputs). Anything else is a 400. An ONNX model whose
+- Model formats: those the device's backend module declares in ``MODEL_FORMATS`` (the
+  backend contract, :class:`oplat.backends.base.Backend`; ONNX for every backend today);
+  TFLite only where it lists ``"tflite"`` (its ``open()`` then gets the flatbuffer bytes
+  and ``feeds=None`` and makes its own inputs). Anything else is a 400. An ONNX model whose
   tensors keep their data in external files is a 400: the runtime would read whatever
   file the model names, relative to the agent's working directory.
 - Limits are **refused with 400** (``over_limit``), never clamped: a row records the
@@ -81,7 +84,8 @@ Rules the agent keeps:
      tensor bytes as in the memory check, at :data:`FLOOR_MACS_PER_S` and
      :data:`FLOOR_BYTES_PER_S` per thread (several times what any CPU core does, so the
      floor is below the true time). The policy's warm-up, rounds and profile runs at that
-     floor (:func:`_estimate_s`) over ``max_seconds`` is refused: no run can make it fit.
+     floor (:meth:`oplat.timing.TimingPolicy.worst_case_s` plus the profile runs) over
+     ``max_seconds`` is refused: no run can make it fit.
   2. The backend's ``open()`` loads the model and runs it once (every in-process backend
      does); its duration bounds one run from above. With that bound, time already spent
      plus the policy's estimate within ``max_seconds`` goes ahead.
@@ -113,13 +117,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from oplat import __version__
+from oplat import __version__, wire
+from oplat.backends import SelfTimedSession
 from oplat.errors import OplatError, warn
 from oplat.limits import MAX_GRAPH_NODES, MAX_INPUTS, Limits, check_model, model_bytes
-from oplat.timing import TimingPolicy
+from oplat.timing import PROFILE_RUNS_MAX, TimingPolicy
+from oplat.wire import DEFAULT_PORT, PROTOCOL_VERSION, TOKEN_ENV, TOKEN_FILE_ENV, model_format, read_token_file
 
 __all__ = [
     "AgentConfig",
@@ -143,14 +149,8 @@ __all__ = [
     "serve",
 ]
 
-#: Version of the JSON protocol (also the ``/v1`` in every path).
-PROTOCOL_VERSION = 1
-#: Port ``oplat agent`` listens on unless told otherwise.
-DEFAULT_PORT = 8765
-#: Environment variable holding the shared token (agent and host side).
-TOKEN_ENV = "OPLAT_AGENT_TOKEN"
-#: Environment variable naming a file that holds the token (when TOKEN_ENV is unset).
-TOKEN_FILE_ENV = "OPLAT_AGENT_TOKEN_FILE"
+# PROTOCOL_VERSION, DEFAULT_PORT, TOKEN_ENV, TOKEN_FILE_ENV, model_format and
+# read_token_file are oplat.wire's (shared with the client), re-exported here.
 #: Largest request body accepted, in bytes (the model is base64: ~3/4 of this).
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 #: Most timing samples one request may ask for (also the most profiled runs).
@@ -175,8 +175,6 @@ FLOOR_BYTES_PER_S = 1e11
 _LINGER_S = 2.0
 #: Bytes read from the socket per call while reading a body.
 _CHUNK_BYTES = 1 << 20
-#: Fields a measure request may carry.
-_MEASURE_FIELDS = ("model_b64", "policy", "profile_runs")
 #: Rough cost of one profiled run against one timed run (profilers slow runs down).
 _PROFILE_COST = 2.0
 #: Overflow connections (over max_connections) being answered 503 at once, at most;
@@ -245,21 +243,6 @@ class AgentConfig:
 
 
 # ----------------------------------------------------------------------------- formats
-def model_format(data: bytes) -> str:
-    """``"onnx"`` or ``"tflite"`` from a model's first bytes; ValueError if neither.
-
-    TFLite: a FlatBuffer with file identifier ``TFL3`` at bytes 4..8. ONNX: a protobuf
-    ``ModelProto`` whose first field is ``ir_version`` (tag byte ``0x08``), which every
-    ONNX writer serializes first; the agent then parses it to be sure.
-    """
-    if len(data) >= 8 and data[4:8] == b"TFL3":
-        return "tflite"
-    if len(data) >= 2 and data[0] == 0x08:
-        return "onnx"
-    head = data[:8].hex(" ") or "empty"
-    raise ValueError(f"unknown model format (first bytes {head}); send ONNX or TFLite (.tflite) model bytes")
-
-
 def _parse_onnx(data: bytes):
     import onnx
     from google.protobuf.message import DecodeError
@@ -317,11 +300,12 @@ def _uses_external_data(model) -> bool:
 
 # ----------------------------------------------------------------------------- errors
 class _Reply(Exception):
-    """An error reply: raised anywhere in a handler, sent as ``{"error", "kind"}``."""
+    """An error reply: raised anywhere in a handler, sent as ``{"error", "kind"}`` with
+    the status of its kind (:data:`oplat.wire.ERROR_STATUS`)."""
 
-    def __init__(self, status: int, kind: str, message: str, headers: dict | None = None):
+    def __init__(self, kind: str, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.kind, self.message = status, kind, message
+        self.status, self.kind, self.message = wire.ERROR_STATUS[kind], kind, message
         self.headers = headers or {}
 
 
@@ -367,65 +351,40 @@ def _decode_json(body: bytes) -> dict:
     try:
         data = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        raise _Reply(400, "bad_request", f"malformed JSON: {str(exc)[:200]}") from None
+        raise _Reply(wire.BAD_REQUEST, f"malformed JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
-        raise _Reply(400, "bad_request", f"the request must be a JSON object, got {type(data).__name__}")
+        raise _Reply(wire.BAD_REQUEST, f"the request must be a JSON object, got {type(data).__name__}")
     return data
 
 
 def _parse_policy(raw: object) -> TimingPolicy:
-    if raw is None:
-        return TimingPolicy()
-    if not isinstance(raw, dict):
-        raise _Reply(400, "bad_request", "'policy' must be an object of TimingPolicy fields")
-    defaults = TimingPolicy()
-    known = {f.name: getattr(defaults, f.name) for f in fields(TimingPolicy)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise _Reply(400, "bad_request", f"unknown policy field {unknown[0]!r}; known: {', '.join(known)}")
-    values = {}
-    for name, value in raw.items():
-        if isinstance(known[name], int):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise _Reply(400, "bad_request", f"policy field {name!r} must be an integer, got {value!r}")
-        elif not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise _Reply(400, "bad_request", f"policy field {name!r} must be a finite number, got {value!r}")
-        if value < 0:
-            raise _Reply(400, "bad_request", f"policy field {name!r} must not be negative, got {value!r}")
-        values[name] = value
     try:
-        policy = TimingPolicy(**values)
-    except (OplatError, TypeError, ValueError) as exc:  # the policy's own range checks
-        raise _Reply(400, "bad_request", str(exc).strip().splitlines()[0][:300]) from None
-    if policy.rounds < 1 or policy.min_runs < 1:
-        raise _Reply(400, "bad_request", "policy rounds and min_runs must be at least 1")
-    if policy.max_runs < policy.min_runs:
-        raise _Reply(400, "bad_request", f"policy max_runs ({policy.max_runs}) is below min_runs ({policy.min_runs})")
-    return policy
+        return wire.policy_from_json(raw)
+    except wire.WireError as exc:
+        raise _Reply(wire.BAD_REQUEST, str(exc)) from None
 
 
 def _parse_measure(body: bytes, config: AgentConfig, model_formats: tuple[str, ...]) -> _MeasureRequest:
     data = _decode_json(body)
-    unknown = sorted(set(data) - set(_MEASURE_FIELDS))
+    unknown = sorted(set(data) - set(wire.MEASURE_FIELDS))
     if unknown:
-        raise _Reply(400, "bad_request", f"unknown field {unknown[0]!r}; a measure request has {', '.join(_MEASURE_FIELDS)}")
+        raise _Reply(wire.BAD_REQUEST, f"unknown field {unknown[0]!r}; a measure request has {', '.join(wire.MEASURE_FIELDS)}")
     if "model_b64" not in data:
-        raise _Reply(400, "bad_request", "missing field 'model_b64' (the model bytes, base64)")
+        raise _Reply(wire.BAD_REQUEST, "missing field 'model_b64' (the model bytes, base64)")
     if not isinstance(data["model_b64"], str):
-        raise _Reply(400, "bad_request", "'model_b64' must be a base64 string")
+        raise _Reply(wire.BAD_REQUEST, "'model_b64' must be a base64 string")
     try:
         blob = base64.b64decode(data["model_b64"], validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise _Reply(400, "bad_request", f"'model_b64' is not valid base64: {exc}") from None
+        raise _Reply(wire.BAD_REQUEST, f"'model_b64' is not valid base64: {exc}") from None
     try:
         fmt = model_format(blob)
     except ValueError as exc:
-        raise _Reply(400, "bad_request", str(exc)) from None
+        raise _Reply(wire.BAD_REQUEST, str(exc)) from None
     if fmt not in model_formats:
         names = {"onnx": "ONNX", "tflite": "TFLite"}
         raise _Reply(
-            400,
-            "bad_request",
+            wire.BAD_REQUEST,
             f"the model is {names[fmt]} but device {config.device!r} takes "
             f"{' or '.join(names[f] for f in model_formats)} models only",
         )
@@ -433,7 +392,7 @@ def _parse_measure(body: bytes, config: AgentConfig, model_formats: tuple[str, .
         try:
             model = _parse_onnx(blob)
         except ValueError as exc:
-            raise _Reply(400, "bad_request", str(exc)) from None
+            raise _Reply(wire.BAD_REQUEST, str(exc)) from None
     else:
         model = blob
 
@@ -441,34 +400,28 @@ def _parse_measure(body: bytes, config: AgentConfig, model_formats: tuple[str, .
     samples = (policy.rounds + policy.max_extra_rounds) * policy.max_runs
     if samples > config.max_runs:
         raise _Reply(
-            400,
-            "over_limit",
+            wire.OVER_LIMIT,
             f"the policy allows up to {samples} samples ((rounds + max_extra_rounds) * max_runs); "
             f"this agent takes at most {config.max_runs} (its --max-runs)",
         )
     profile_runs = data.get("profile_runs", 0)
     if profile_runs != "auto":
         if not isinstance(profile_runs, int) or isinstance(profile_runs, bool) or profile_runs < 0:
-            raise _Reply(400, "bad_request", f"'profile_runs' must be a count >= 0 or \"auto\", got {profile_runs!r}")
+            raise _Reply(wire.BAD_REQUEST, f"'profile_runs' must be a count >= 0 or \"auto\", got {profile_runs!r}")
         if profile_runs > config.max_runs:
-            raise _Reply(400, "over_limit", f"profile_runs {profile_runs} is over this agent's --max-runs {config.max_runs}")
+            raise _Reply(wire.OVER_LIMIT, f"profile_runs {profile_runs} is over this agent's --max-runs {config.max_runs}")
     return _MeasureRequest(fmt=fmt, model=model, policy=policy, profile_runs=profile_runs)
 
 
 def _estimate_s(policy: TimingPolicy, run_s: float, profile_runs: int | str) -> float:
     """Worst-case seconds :func:`oplat.timing.time_one` (plus profiling) takes for runs
-    of ``run_s`` seconds each; mirrors its warm-up and round arithmetic, no more."""
+    of ``run_s`` seconds each: the policy's own bound
+    (:meth:`~oplat.timing.TimingPolicy.worst_case_s`) plus the profiled runs (with the
+    profiler's 2 warm-up runs), each :data:`_PROFILE_COST` timed runs long."""
     run_s = max(run_s, 1e-9)
-    warm_s = max(policy.warmup_s, policy.warmup_runs * run_s) + 3 * run_s
-    inner = max(1, math.ceil(policy.min_sample_s / run_s))
-    sample_s = inner * run_s
-    runs = min(max(math.ceil(policy.round_s / sample_s), policy.min_runs), policy.max_runs)
-    rounds_s = (policy.rounds + policy.max_extra_rounds) * runs * sample_s
-    from oplat.measure import _PROFILE_RUNS_MAX  # the most runs "auto" picks
-
-    n_profile = _PROFILE_RUNS_MAX if profile_runs == "auto" else profile_runs
+    n_profile = PROFILE_RUNS_MAX if profile_runs == "auto" else profile_runs  # the most runs "auto" picks
     profile_s = (n_profile + 2) * run_s * _PROFILE_COST if n_profile else 0.0
-    return warm_s + rounds_s + profile_s
+    return policy.worst_case_s(run_s) + profile_s
 
 
 def _infer_shapes(model):
@@ -541,8 +494,7 @@ def _floor_run_s(model, threads: int) -> tuple[float, int, int]:
 
 def _over_seconds(how: str, limit_s: float) -> _Reply:
     return _Reply(
-        400,
-        "over_limit",
+        wire.OVER_LIMIT,
         f"this model and policy would take {how} on the agent; it takes at most {limit_s:g} s "
         "per request (its --max-seconds): use a shorter policy, smaller shapes or fewer profile_runs",
     )
@@ -567,7 +519,7 @@ class AgentServer(ThreadingHTTPServer):
         self.module = device.require()
         self.fingerprint = fingerprint_for(device)
         self.runtime, self.runtime_version = self.fingerprint["runtime"], self.fingerprint["runtime_version"]
-        self.model_formats: tuple[str, ...] = tuple(getattr(self.module, "MODEL_FORMATS", ("onnx",)))
+        self.model_formats: tuple[str, ...] = tuple(self.module.MODEL_FORMATS)
         self.measure_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._connections = 0  # being served by a handler thread
@@ -621,11 +573,11 @@ class AgentServer(ThreadingHTTPServer):
 
     def _refuse_overloaded(self, sock: socket.socket) -> None:
         body = json.dumps(
-            {
-                "error": f"the agent is serving {self.config.max_connections} connections already "
+            wire.error_json(
+                wire.OVERLOADED,
+                f"the agent is serving {self.config.max_connections} connections already "
                 "(its --max-connections); retry later",
-                "kind": "overloaded",
-            }
+            )
         ).encode("utf-8")
         head = (
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -684,7 +636,7 @@ class AgentServer(ThreadingHTTPServer):
                 what="the model",
             )
         except OplatError as exc:
-            raise _Reply(400, "over_limit", f"{str(exc).splitlines()[0]} (this agent's limits, see /v1/info)") from None
+            raise _Reply(wire.OVER_LIMIT, f"{str(exc).splitlines()[0]} (this agent's limits, see /v1/info)") from None
         floor_s, macs, nbytes = _floor_run_s(request.model, self.device.options.get("threads", 1))
         estimate_s = _estimate_s(request.policy, floor_s, request.profile_runs)
         if estimate_s > c.max_seconds:
@@ -703,8 +655,7 @@ class AgentServer(ThreadingHTTPServer):
         """
         from oplat.backends import Unsupported
         from oplat.build import inputs_for
-        from oplat.measure import _profile_runs  # the same auto profile length as `oplat measure`
-        from oplat.timing import time_one
+        from oplat.timing import profile_runs, time_one  # the same auto profile length as `oplat measure`
 
         start = time.perf_counter()
         limit_s = self.config.max_seconds
@@ -716,7 +667,7 @@ class AgentServer(ThreadingHTTPServer):
             with self.module.open(request.model, feeds, self.device.options) as session:
                 now = time.perf_counter()
                 open_s = now - t_open  # the runtime's load plus its first run
-                self_timed = hasattr(session, "time")  # a board tool behind the agent times itself
+                self_timed = isinstance(session, SelfTimedSession)  # a board tool behind the agent times itself
                 if not self_timed:
                     spent_s = now - start
                     estimate_s = spent_s + _estimate_s(request.policy, open_s, request.profile_runs)
@@ -741,7 +692,7 @@ class AgentServer(ThreadingHTTPServer):
                 timing = session.time(request.policy) if self_timed else time_one(session.run, request.policy)
                 runs = request.profile_runs
                 if runs == "auto":
-                    runs = _profile_runs(timing.stats()["median_ms"])
+                    runs = profile_runs(timing.stats()["median_ms"])
                 if runs:
                     try:
                         profile = session.profile(runs)
@@ -751,26 +702,11 @@ class AgentServer(ThreadingHTTPServer):
             raise
         except Unsupported as exc:
             text = _redact(str(exc)).strip().splitlines()
-            raise _Reply(422, "unsupported", text[0][:500] if text else "the runtime cannot run this model") from None
+            raise _Reply(wire.UNSUPPORTED, text[0][:500] if text else "the runtime cannot run this model") from None
         except Exception as exc:  # the runtime failed to load or run this model
-            raise _Reply(422, "model_error", _one_line(exc)) from None
-        reply = {
-            "format": request.fmt,
-            "fingerprint": self.fingerprint,
-            "policy": asdict(request.policy),
-            "timing": {
-                "rounds_ms": timing.rounds_ms,
-                "discarded_rounds_ms": timing.discarded_rounds_ms,
-                "inner": timing.inner,
-                "runs_per_round": timing.runs_per_round,
-                "extra_rounds": timing.extra_rounds,
-            },
-            "profile": asdict(profile) if profile is not None else None,
-            "elapsed_s": round(time.perf_counter() - start, 6),
-        }
-        if profile_error:
-            reply["profile_error"] = profile_error
-        return reply
+            raise _Reply(wire.MODEL_ERROR, _one_line(exc)) from None
+        elapsed_s = round(time.perf_counter() - start, 6)
+        return wire.measure_reply(request.fmt, self.fingerprint, request.policy, timing, profile, elapsed_s, profile_error)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -803,12 +739,12 @@ class _Handler(BaseHTTPRequestHandler):
             # Part of a request line or headers came, the rest not in time: say so.
             self.close_connection = True
             self._send_json(
-                408,
-                {
-                    "error": f"the request line and headers did not arrive within {self.timeout:g} s "
+                wire.ERROR_STATUS[wire.TIMEOUT],
+                wire.error_json(
+                    wire.TIMEOUT,
+                    f"the request line and headers did not arrive within {self.timeout:g} s "
                     "(the agent's --read-timeout-s, for the whole request)",
-                    "kind": "timeout",
-                },
+                ),
             )
             _drain(self.connection, _TIMEOUT_LINGER_S)
 
@@ -839,19 +775,19 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._check_auth()
             path = self.path.split("?", 1)[0]
-            routes = {"/v1/info": ("GET", self._info), "/v1/measure": ("POST", self._measure)}
+            routes = {wire.INFO_PATH: ("GET", self._info), wire.MEASURE_PATH: ("POST", self._measure)}
             if path not in routes:
-                raise _Reply(404, "not_found", f"no endpoint {path!r}; endpoints: {', '.join(routes)}")
+                raise _Reply(wire.NOT_FOUND, f"no endpoint {path!r}; endpoints: {', '.join(routes)}")
             wanted, handler = routes[path]
             if method != wanted:
-                raise _Reply(405, "method_not_allowed", f"{path} takes {wanted}", {"Allow": wanted})
+                raise _Reply(wire.METHOD_NOT_ALLOWED, f"{path} takes {wanted}", {"Allow": wanted})
             status, payload = handler()
             self._send_json(status, payload)
         except _Reply as reply:
             self._send_error(reply)
         except Exception as exc:  # a bug: say so, keep serving
             traceback.print_exc(file=sys.stderr)
-            self._send_error(_Reply(500, "internal", f"internal error: {_one_line(exc)}"))
+            self._send_error(_Reply(wire.INTERNAL, f"internal error: {_one_line(exc)}"))
 
     def _info(self) -> tuple[int, dict]:
         return 200, self.server.info()
@@ -861,7 +797,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = _parse_measure(body, self.server.config, self.server.model_formats)
         lock = self.server.measure_lock
         if not lock.acquire(blocking=False):
-            raise _Reply(409, "busy", "the agent is measuring for another request; retry later", {"Retry-After": "1"})
+            raise _Reply(wire.BUSY, "the agent is measuring for another request; retry later", {"Retry-After": "1"})
         try:
             return 200, self.server.measure(request)
         finally:
@@ -875,31 +811,29 @@ class _Handler(BaseHTTPRequestHandler):
         ok = hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected)
         if scheme.lower() != "bearer" or not ok:
             raise _Reply(
-                401,
-                "unauthorized",
+                wire.UNAUTHORIZED,
                 "missing or wrong token: send 'Authorization: Bearer <token>' with the agent's token",
                 {"WWW-Authenticate": 'Bearer realm="oplat-agent"'},
             )
 
     def _content_length(self) -> int:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise _Reply(411, "length_required", "chunked bodies are not accepted; send Content-Length")
+            raise _Reply(wire.LENGTH_REQUIRED, "chunked bodies are not accepted; send Content-Length")
         raw = self.headers.get("Content-Length")
         if raw is None:
             if self.command == "POST":
-                raise _Reply(411, "length_required", "a POST needs a Content-Length header")
+                raise _Reply(wire.LENGTH_REQUIRED, "a POST needs a Content-Length header")
             return 0
         try:
             length = int(raw)
         except ValueError:
-            raise _Reply(400, "bad_request", f"Content-Length {raw!r} is not a number") from None
+            raise _Reply(wire.BAD_REQUEST, f"Content-Length {raw!r} is not a number") from None
         if length < 0:
-            raise _Reply(400, "bad_request", f"Content-Length {length} is negative")
+            raise _Reply(wire.BAD_REQUEST, f"Content-Length {length} is negative")
         limit = self.server.config.max_request_bytes
         if length > limit:
             raise _Reply(
-                413,
-                "too_large",
+                wire.TOO_LARGE,
                 f"request body of {length} bytes is over this agent's limit of {limit} bytes "
                 "(start it with a larger --max-request-mib)",
             )
@@ -912,17 +846,16 @@ class _Handler(BaseHTTPRequestHandler):
             while len(data) < length:
                 chunk = self.rfile.read1(min(length - len(data), _CHUNK_BYTES))
                 if not chunk:
-                    raise _Reply(400, "bad_request", f"request body ended after {len(data)} of {length} bytes")
+                    raise _Reply(wire.BAD_REQUEST, f"request body ended after {len(data)} of {length} bytes")
                 data += chunk
         except TimeoutError:
             raise _Reply(
-                400,
-                "bad_request",
+                wire.BAD_REQUEST,
                 f"request body stalled: {len(data)} of {length} bytes arrived within "
                 f"{self.server.config.read_timeout_s:g} s (the agent's --read-timeout-s, for the whole request)",
             ) from None
         except (ConnectionError, OSError) as exc:
-            raise _Reply(400, "bad_request", f"connection failed while reading the body: {exc}") from None
+            raise _Reply(wire.BAD_REQUEST, f"connection failed while reading the body: {exc}") from None
         self._body_read = True
         return bytes(data)
 
@@ -950,7 +883,7 @@ class _Handler(BaseHTTPRequestHandler):
         # An error may leave (part of) a body unread: never reuse the connection after one.
         unread = not getattr(self, "_body_read", False) and self._declared_length() > 0
         self.close_connection = True
-        self._send_json(reply.status, {"error": reply.message, "kind": reply.kind}, reply.headers)
+        self._send_json(reply.status, wire.error_json(reply.kind, reply.message), reply.headers)
         if unread and self._timed_out:  # a trickling client: long enough to read the reply
             _drain(self.connection, _TIMEOUT_LINGER_S)
         elif unread and reply.status != 400:
@@ -1077,30 +1010,6 @@ def serve(
         server.server_close()
 
 
-def read_token_file(path: str | os.PathLike, *, what: str = "--token-file") -> str:
-    """The token in ``path``: its one line, surrounding whitespace stripped. OplatError
-    when the file cannot be read, is empty or holds more than one word; a warning when
-    other users may read it."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(4097)
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise OplatError(f"cannot read the token file {os.fspath(path)!r} ({what}): {exc.strerror or exc}") from None
-    try:
-        token = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        token = None
-    if not token or len(raw) > 4096 or any(ch.isspace() or not ch.isprintable() for ch in token):
-        raise OplatError(
-            f"the token file {os.fspath(path)!r} ({what}) must hold one token on one line "
-            "(printable, no spaces, at most 4096 bytes)"
-        )
-    if os.name == "posix" and mode & 0o077:
-        warn(f"the token file {os.fspath(path)!r} is readable by other users; chmod 600 it")
-    return token
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -1136,9 +1045,7 @@ def run_agent(
         raise OplatError(f"port must be 0–65535 (0 picks a free one), got {port!r}")
     if not token and token_file is not None:
         token = read_token_file(token_file)
-    token = token or os.environ.get(TOKEN_ENV)
-    if not token and os.environ.get(TOKEN_FILE_ENV):
-        token = read_token_file(os.environ[TOKEN_FILE_ENV], what=TOKEN_FILE_ENV)
+    token = token or wire.env_token()
     if not token or not token.strip():
         raise OplatError(_NO_TOKEN)
     stop = threading.Event()

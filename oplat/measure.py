@@ -10,7 +10,6 @@ entries of the batch whose rounds were still running (``--batch``, 24 by default
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,16 +21,15 @@ from oplat.devices import Device
 from oplat.errors import OplatError
 from oplat.fingerprint import SETUP_FIELDS, environment, setup_diff
 from oplat.limits import Limits, check_spec
+from oplat.paths import default_table_path  # noqa: F401 (re-exported: the results-path policy lives in oplat.paths)
 from oplat.progress import progress_bar
 from oplat.records import NetworkTiming, Row
 from oplat.spec import OpSpec
 from oplat.table import TableWriter, TableWriteError
-from oplat.timing import Timing, TimingPolicy, time_interleaved
+from oplat.timing import Timing, TimingPolicy, profile_runs, time_interleaved
 
 __all__ = ["MeasureSummary", "measure_specs", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
 
-#: Profiled runs are enough for a stable median but never take long.
-_PROFILE_RUNS_MIN, _PROFILE_RUNS_MAX, _PROFILE_S = 5, 30, 0.3
 
 
 @dataclass(frozen=True)
@@ -44,15 +42,11 @@ class MeasureSummary:
     noisy: int
 
 
-def default_table_path(device: str, opset: str, results: str | Path = "results") -> Path:
-    return Path(results) / device / f"{opset}.jsonl"
-
-
 def fingerprint_for(device: Device) -> dict:
     module = device.require()
-    if hasattr(module, "remote_fingerprint"):
-        # The machine that times is the agent's board, not this host: record its fingerprint.
-        theirs = module.remote_fingerprint(device.options)
+    theirs = module.fingerprint(device.options)  # the backend contract's hook: None when this host times
+    if theirs is not None:
+        # The machine that times is elsewhere (the agent's board): record its fingerprint.
         return {**theirs, "name": device.name, "agent_device": theirs.get("name")}
     runtime, version = module.runtime(device.options)
     return environment(
@@ -76,12 +70,11 @@ def _check_same_setup(path: Path, rows, fingerprint: dict) -> None:
             )
 
 
-def _profile_runs(median_ms: float) -> int:
-    return int(min(_PROFILE_RUNS_MAX, max(_PROFILE_RUNS_MIN, math.ceil(_PROFILE_S * 1000 / max(median_ms, 1e-6)))))
-
-
 def _self_timed(session) -> bool:
-    return hasattr(session, "time")
+    """The one rule (:mod:`oplat.backends.base`): a SelfTimedSession times itself."""
+    from oplat.backends import SelfTimedSession
+
+    return isinstance(session, SelfTimedSession)
 
 
 def _measure_batch(
@@ -92,6 +85,7 @@ def _measure_batch(
     fingerprint: dict,
     policy: TimingPolicy,
     write: Callable[[Row], None],
+    models: dict | None = None,
 ) -> None:
     """Measure one batch, handing each row to ``write`` as soon as it is complete.
 
@@ -104,8 +98,12 @@ def _measure_batch(
         open_sessions = []
         for spec in specs:
             try:
-                model = model_from_op(spec)
-                session = stack.enter_context(module.open(model, inputs_for(model), device.options))
+                if models and spec.key in models:  # cut from a user's network, fed its real activations
+                    model, feeds = models[spec.key]
+                else:
+                    model = model_from_op(spec)
+                    feeds = inputs_for(model)
+                session = stack.enter_context(module.open(model, feeds, device.options))
             except Unsupported as exc:
                 write(Row.failed(spec, opset, fingerprint, "unsupported", exc))
                 continue
@@ -119,7 +117,7 @@ def _measure_batch(
             spec, session = open_sessions[index]
             profile_error = None
             try:
-                profile = session.profile(_profile_runs(timing.summary().median_ms))
+                profile = session.profile(profile_runs(timing.summary().median_ms))
             except Exception as exc:  # the wall-clock timing stands; say why per-node times are missing
                 profile, profile_error = None, f"{type(exc).__name__}: {exc}"[:300]
             written.add(index)
@@ -163,12 +161,15 @@ def measure_specs(
     on_row: Callable[[Row], None] | None = None,
     wait: bool = False,
     limits: Limits | None = None,
+    models: dict | None = None,
 ) -> MeasureSummary:
     """Measure ``specs`` on ``device``, appending rows to the table at ``out``.
 
     The table is locked for the whole run (``wait``: wait for another writer instead of
     refusing) and read after the lock is taken, so a run that waited measures only what
     the other left. Every spec is checked against ``limits`` before anything is built.
+    ``models`` maps a spec's key to the (model, feeds) to time for it (kernels cut out of a
+    network by :func:`oplat.extract.extract_kernels`); other specs build their own.
     """
     policy = policy or TimingPolicy()
     limits = limits or Limits.default()
@@ -214,7 +215,7 @@ def measure_specs(
             for start in range(0, len(pending), batch):
                 chunk = pending[start : start + batch]
                 bar.set_postfix_str(chunk[0].label(), refresh=True)
-                _measure_batch(chunk, device, module, opset, fingerprint, policy, write)
+                _measure_batch(chunk, device, module, opset, fingerprint, policy, write, models)
     return MeasureSummary(
         path=out,
         already=already,
@@ -248,7 +249,7 @@ def time_networks(models: Sequence, device: Device, policy: TimingPolicy | None 
             kernel_profile = None
             if profile:
                 try:
-                    kernel_profile = session.profile(_profile_runs(stats.median_ms))
+                    kernel_profile = session.profile(profile_runs(stats.median_ms))
                 except Exception:  # per-node times are optional; the wall time stands
                     kernel_profile = None
             out.append(NetworkTiming(stats, timing.spread_pct > policy.agree_pct, timing.spread_pct, len(timing.rounds_ms), kernel_profile))

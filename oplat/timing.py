@@ -6,6 +6,11 @@ entries, the agreement check between rounds with re-measurement, and the statist
 
 Interleaving matters on a shared, noisy machine: round *r* of every entry in a batch runs
 before round *r+1* of any, so a slow spell hurts all entries alike instead of one.
+
+The rounds rule (``rounds`` rounds, then extra rounds while they disagree, each setting
+the slowest round aside) is written once, in :func:`_run_rounds`: :func:`time_interleaved`
+uses it for sessions timed here, :func:`time_rounds` for self-timed ones (a board's tool
+runs one round per call), and :meth:`TimingPolicy.worst_case_s` bounds its duration.
 """
 
 from __future__ import annotations
@@ -20,10 +25,25 @@ import numpy as np
 from oplat.errors import OplatError
 from oplat.records import Stats
 
-__all__ = ["TimingPolicy", "Timing", "stats_ms", "time_interleaved", "time_one"]
+__all__ = [
+    "PROFILE_RUNS_MAX",
+    "PROFILE_RUNS_MIN",
+    "PROFILE_S",
+    "TimingPolicy",
+    "Timing",
+    "profile_runs",
+    "stats_ms",
+    "time_interleaved",
+    "time_one",
+    "time_rounds",
+]
 
 #: Most rounds (and extra rounds) a policy may ask for.
 _MAX_ROUNDS = 1000
+#: Timed runs after warm-up that calibrate the runs per sample and per round.
+_CALIBRATION_RUNS = 3
+#: Profiled runs (:func:`profile_runs`): at least, at most, and the seconds they aim at.
+PROFILE_RUNS_MIN, PROFILE_RUNS_MAX, PROFILE_S = 5, 30, 0.3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +108,39 @@ class TimingPolicy:
     def quick(cls) -> TimingPolicy:
         """A short policy for smoke runs and tests (still 3 rounds, still checked)."""
         return cls(warmup_s=0.02, warmup_runs=1, rounds=3, round_s=0.02, min_runs=2, max_extra_rounds=2)
+
+    def inner_runs(self, run_s: float) -> int:
+        """Runs per sample (timer reading) for runs of ``run_s`` seconds: enough that one
+        sample lasts ``min_sample_s``."""
+        return max(1, math.ceil(self.min_sample_s / run_s))
+
+    def runs_per_round(self, *, sample_s: float | None = None, sample_ms: float | None = None) -> int:
+        """Samples per round for samples of ``sample_s`` seconds (or ``sample_ms``
+        milliseconds, for a tool that reports ms): enough to last ``round_s``, within
+        ``min_runs`` … ``max_runs``."""
+        if (sample_s is None) == (sample_ms is None):
+            raise TypeError("runs_per_round takes one of sample_s or sample_ms")
+        runs = math.ceil(self.round_s / sample_s) if sample_s is not None else math.ceil(self.round_s * 1000 / sample_ms)
+        return int(min(max(runs, self.min_runs), self.max_runs))
+
+    def worst_case_s(self, run_s: float) -> float:
+        """How long :func:`time_one` takes at most for runs of ``run_s`` seconds each, in
+        seconds: warm-up, calibration, and every round with every extra round, by the
+        same arithmetic the timing follows (only the warm-up's last run, the one that
+        crosses ``warmup_s``, may add up to one ``run_s``)."""
+        run_s = max(run_s, 1e-9)
+        warm_s = max(self.warmup_s, self.warmup_runs * run_s) + _CALIBRATION_RUNS * run_s
+        inner = self.inner_runs(run_s)
+        sample_s = inner * run_s
+        runs = self.runs_per_round(sample_s=sample_s)
+        return warm_s + (self.rounds + self.max_extra_rounds) * runs * sample_s
+
+
+def profile_runs(median_ms: float) -> int:
+    """Profiled runs for a model whose runs take ``median_ms``: about ``PROFILE_S``
+    seconds of them, from ``PROFILE_RUNS_MIN`` to ``PROFILE_RUNS_MAX`` (enough for a stable
+    median, never long). ``oplat measure`` and the agent's ``"auto"`` use it."""
+    return int(min(PROFILE_RUNS_MAX, max(PROFILE_RUNS_MIN, math.ceil(PROFILE_S * 1000 / max(median_ms, 1e-6)))))
 
 
 @dataclass
@@ -171,13 +224,11 @@ class _Plan:
             n += 1
         # Calibrate from a few timed runs after warm-up.
         t0 = self.clock()
-        for _ in range(3):
+        for _ in range(_CALIBRATION_RUNS):
             self.run()
-        per_run_s = max((self.clock() - t0) / 3, 1e-9)
-        self.timing.inner = max(1, math.ceil(p.min_sample_s / per_run_s))
-        per_sample_s = per_run_s * self.timing.inner
-        runs = math.ceil(p.round_s / per_sample_s)
-        self.timing.runs_per_round = int(min(max(runs, p.min_runs), p.max_runs))
+        per_run_s = max((self.clock() - t0) / _CALIBRATION_RUNS, 1e-9)
+        self.timing.inner = p.inner_runs(per_run_s)
+        self.timing.runs_per_round = p.runs_per_round(sample_s=per_run_s * self.timing.inner)
 
     def round(self) -> None:
         inner = self.timing.inner
@@ -191,8 +242,47 @@ class _Plan:
             samples.append((clock() - t0) * 1000.0 / inner)
         self.timing.rounds_ms.append(samples)
 
-    def agreed(self) -> bool:
-        return self.timing.spread_pct <= self.policy.agree_pct
+
+class _Rounds:
+    """An entry timed elsewhere: ``one_round()`` runs one round and returns its samples."""
+
+    def __init__(self, one_round: Callable[[], Sequence[float]], timing: Timing):
+        self.one_round = one_round
+        self.timing = timing
+
+    def round(self) -> None:
+        self.timing.rounds_ms.append(list(self.one_round()))
+
+
+def _run_rounds(entries: Sequence, policy: TimingPolicy, on_final: Callable[[int], None] | None = None) -> None:
+    """THE rounds rule, for entries with a ``timing`` and a ``round()`` that appends one
+    round to it: ``policy.rounds`` rounds of every entry, interleaved; then, up to
+    ``policy.max_extra_rounds`` times, every entry whose round medians still disagree by
+    more than ``policy.agree_pct`` gets one more round and sets its slowest round aside.
+    ``on_final(index)`` is called once per entry, as soon as its timing is final."""
+    final = [False] * len(entries)
+
+    def finish(index: int) -> None:
+        final[index] = True
+        if on_final is not None:
+            on_final(index)
+
+    for _ in range(policy.rounds):
+        for entry in entries:
+            entry.round()
+    for _ in range(policy.max_extra_rounds):
+        for i, entry in enumerate(entries):
+            if not final[i] and entry.timing.spread_pct <= policy.agree_pct:
+                finish(i)
+        noisy = [e for i, e in enumerate(entries) if not final[i]]
+        if not noisy:
+            break
+        for entry in noisy:
+            entry.round()
+            entry.timing.drop_slowest_round()
+    for i in range(len(entries)):
+        if not final[i]:
+            finish(i)
 
 
 def time_interleaved(
@@ -212,34 +302,25 @@ def time_interleaved(
     the other entries still take extra rounds.
     """
     plans = [_Plan(r, policy, clock) for r in runs]
-    final = [False] * len(plans)
-
-    def finish(index: int) -> None:
-        final[index] = True
-        if on_final is not None:
-            on_final(index, plans[index].timing)
-
     for plan in plans:
         plan.warm_up()
-    for _ in range(policy.rounds):
-        for plan in plans:
-            plan.round()
-    for _ in range(policy.max_extra_rounds):
-        for i, plan in enumerate(plans):
-            if not final[i] and plan.agreed():
-                finish(i)
-        noisy = [p for i, p in enumerate(plans) if not final[i]]
-        if not noisy:
-            break
-        for plan in noisy:
-            plan.round()
-            plan.timing.drop_slowest_round()
-    for i in range(len(plans)):
-        if not final[i]:
-            finish(i)
+    _run_rounds(plans, policy, None if on_final is None else lambda i: on_final(i, plans[i].timing))
     return [p.timing for p in plans]
 
 
 def time_one(run: Callable[[], None], policy: TimingPolicy) -> Timing:
     """Time one entry (a batch of one)."""
     return time_interleaved([run], policy)[0]
+
+
+def time_rounds(one_round: Callable[[], Sequence[float]], policy: TimingPolicy, timing: Timing | None = None) -> Timing:
+    """Apply the policy's rounds to an entry timed elsewhere (a self-timed session).
+
+    ``one_round()`` runs one round where the timing happens (e.g. one invocation of a
+    board's tool) and returns its samples in ms; the caller has warmed up and calibrated
+    (``timing`` carries ``inner`` and ``runs_per_round``). Rounds, agreement and extra
+    rounds follow the same rule as :func:`time_interleaved`. Returns ``timing`` filled.
+    """
+    timing = timing if timing is not None else Timing()
+    _run_rounds([_Rounds(one_round, timing)], policy)
+    return timing

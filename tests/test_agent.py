@@ -406,3 +406,40 @@ def test_cli_agent_and_measure_remote_end_to_end(tmp_path, monkeypatch, capsys):
         assert code == 2 and len(err.splitlines()) == 1 and "token" in err.lower()
     finally:
         _stop(proc)
+
+
+# ----------------------------------------------------------------------------- the shared wire
+def test_reply_on_the_wire_keeps_its_fields(agent):
+    """The measure reply's fields and order, as the protocol (oplat.agent's doc) says."""
+    status, _, reply = _http(agent, "POST", "/v1/measure", _measure_body(profile_runs=3))
+    assert status == 200
+    assert list(reply) == ["format", "fingerprint", "policy", "timing", "profile", "elapsed_s"]
+    assert reply["format"] == "onnx" and reply["policy"] == asdict(QUICK)
+    assert list(reply["timing"]) == ["rounds_ms", "discarded_rounds_ms", "inner", "runs_per_round", "extra_rounds"]
+    assert list(reply["profile"]) == ["compute_ms", "layout_ms", "nodes", "runs"] and reply["profile"]["runs"] == 3
+
+
+def test_agent_and_client_share_one_wire_module():
+    from oplat import agent as agent_mod
+    from oplat import wire
+
+    assert (wire.PROTOCOL_VERSION, wire.DEFAULT_PORT) == (1, 8765)
+    assert (wire.TOKEN_ENV, wire.TOKEN_FILE_ENV) == ("OPLAT_AGENT_TOKEN", "OPLAT_AGENT_TOKEN_FILE")
+    for name in ("PROTOCOL_VERSION", "DEFAULT_PORT", "TOKEN_ENV", "TOKEN_FILE_ENV", "model_format", "read_token_file"):
+        assert getattr(agent_mod, name) is getattr(wire, name)  # re-exported, not copied
+    assert remote.TOKEN_ENV is wire.TOKEN_ENV and remote.TOKEN_FILE_ENV is wire.TOKEN_FILE_ENV
+    assert wire.measure_request(b"abc", QUICK, "auto") == {"model_b64": "YWJj", "policy": asdict(QUICK), "profile_runs": "auto"}
+    assert wire.ERROR_STATUS[wire.UNSUPPORTED] == wire.ERROR_STATUS[wire.MODEL_ERROR] == 422
+    assert wire.ERROR_STATUS[wire.BUSY] == 409 and wire.ERROR_STATUS[wire.OVERLOADED] == 503
+    timing = Timing(rounds_ms=[[1.0, 2.0], [1.5]], discarded_rounds_ms=[[9.0]], inner=3, runs_per_round=2, extra_rounds=1)
+    reply = {"timing": wire.timing_to_json(timing)}
+    assert wire.timing_from_reply(json.loads(json.dumps(reply))) == timing
+    with pytest.raises(wire.WireError, match="a malformed timing: KeyError: 'inner'"):
+        wire.timing_from_reply({"timing": {"rounds_ms": [[1.0]], "runs_per_round": 1}})
+    with pytest.raises(OplatError, match=r"^agent at http://x sent a timing without samples$"):
+        remote._timing_from({"timing": {"rounds_ms": [[]], "inner": 1, "runs_per_round": 1}}, "http://x")
+    with pytest.raises(OplatError, match=r"^agent at http://x sent a malformed profile: TypeError"):
+        remote._profile_from({"profile": {"compute_ms": None, "layout_ms": 0}}, "http://x")
+    assert wire.policy_from_json(None) == TimingPolicy() and wire.policy_from_json(asdict(QUICK)) == QUICK
+    with pytest.raises(wire.WireError, match="must be an integer"):
+        wire.policy_from_json({"rounds": 2.5})

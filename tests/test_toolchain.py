@@ -809,3 +809,32 @@ def test_openvino_benchmark_app_device_agrees_with_in_process_openvino(tmp_path)
         medians[name] = row["median_ms"]
     ratio = medians["openvino-benchmark-app"] / medians["openvino"]
     assert 0.5 < ratio < 2.0, medians  # same runtime, same settings: far closer in practice (see benchmarks)
+
+
+def test_device_file_session_applies_the_shared_rounds_rule(tmp_path):
+    """ToolchainDeviceSession.time() runs the policy's rounds through oplat.timing (one tool
+    invocation a round): a slow first round gets an extra round and is the one set aside."""
+    from oplat.backends import SelfTimedSession, toolchain
+    from oplat.build import model_from_op
+    from oplat.spec import OpSpec
+    from oplat.timing import TimingPolicy
+
+    counter = tmp_path / "calls"
+    # Invocation 0 calibrates, 1-3 are the rounds (2 is a slow spell), 4 is the extra round.
+    code = (
+        "import pathlib, sys\n"
+        f"c = pathlib.Path({str(counter)!r}); n = int(c.read_text()) if c.exists() else 0; c.write_text(str(n + 1))\n"
+        "runs = int(sys.argv[2]); t = 2.0 if n == 2 else 1.0\n"
+        "for i in range(runs): print('Predict #%d: %.2f ms' % (i, t))\n"  # no braces: they are placeholders
+    )
+    device = tmp_path / "spell.toml"
+    device.write_text(_local_device(tmp_path, code))
+    (tmp_path / "work").mkdir()
+    policy = TimingPolicy(warmup_s=0, warmup_runs=0, rounds=3, round_s=0.001, min_runs=2, max_runs=2, max_extra_rounds=2)
+    with toolchain.open(model_from_op(OpSpec("add", 8, 16, 16)), None, {"device_file": str(device), "threads": 1}) as session:
+        assert isinstance(session, SelfTimedSession)
+        timing = session.time(policy)
+    assert counter.read_text() == "5"
+    assert (timing.inner, timing.runs_per_round) == (1, 2)
+    assert timing.extra_rounds == 1 and timing.discarded_rounds_ms == [[2.0, 2.0]]
+    assert timing.samples_ms == [1.0] * 6 and timing.spread_pct == 0.0

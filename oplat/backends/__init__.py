@@ -1,29 +1,42 @@
 """Backends: one module each, the same shape in every one.
 
-A backend module provides:
+The contract lives in :mod:`oplat.backends.base`: a backend module defines the names
+:class:`~oplat.backends.base.Backend` lists:
 
+- ``MODEL_FORMATS`` — the model formats ``open()`` takes (``("onnx",)`` today for all).
 - ``available(options=None) -> str | None`` — None when usable, else why not and how to
   fix it. Cheap: it may look for a module or a tool, it never loads a model.
 - ``runtime(options=None) -> tuple[str, str]`` — runtime name and version for the fingerprint.
-- ``open(model, feeds, options) -> Session`` — a context manager; nothing is timed here.
+- ``fingerprint(options=None) -> dict | None`` — None when this host times (the usual);
+  the timing machine's fingerprint when that is elsewhere (a remote agent's board).
+- ``open(model, feeds, options)`` — a context manager; nothing is timed here.
 
-A ``Session`` runs the model once per ``run()`` call on fixed inputs and, where the
-runtime exposes per-node times, ``profile(runs)`` returns a :class:`KernelProfile`.
-A *self-timed* session (a board's CLI tool, a remote agent) has ``time(policy) -> Timing``
-instead of a usable ``run()``: it applies the same policy where the timing happens.
+``open()`` returns a plain :class:`Session` (``run()`` runs the model once on fixed
+inputs; where the runtime exposes per-node times, ``profile(runs)`` returns a
+:class:`KernelProfile`) or a :class:`SelfTimedSession` (a board's CLI tool, a remote
+agent: ``time(policy) -> Timing`` applies the same policy where the timing happens).
+``isinstance(session, SelfTimedSession)`` is the one rule that tells them apart.
 The timing policy (warm-up, rounds, statistics) is not a backend's business: it lives in
 :mod:`oplat.timing`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 
+from oplat.backends.base import Backend, SelfTimedSession, Session, Unsupported
 from oplat.records import KernelProfile
 
-__all__ = ["KernelProfile", "Session", "Unsupported", "LAYOUT_OPS", "import_problem", "summarize_profile"]
+__all__ = [
+    "Backend",
+    "KernelProfile",
+    "LAYOUT_OPS",
+    "SelfTimedSession",
+    "Session",
+    "Unsupported",
+    "import_problem",
+    "summarize_profile",
+]
 
 #: Node types that only change memory layout (not part of any op oplat times).
 LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Reorder", "Transpose"})
@@ -45,10 +58,6 @@ def import_problem(module: str, runtime: str, hint: str) -> str | None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"{runtime} is installed but cannot be imported: {first}; reinstall it ({hint})"
     return None
-
-
-class Unsupported(Exception):
-    """The runtime cannot run this op at all (a row with status ``unsupported``)."""
 
 
 def summarize_profile(per_node_ms: dict[tuple[str, str, str], list[float]]) -> KernelProfile:
@@ -79,12 +88,3 @@ def summarize_profile(per_node_ms: dict[tuple[str, str, str], list[float]]) -> K
         runs=runs,
     )
 
-
-class Session(Protocol):
-    def run(self) -> None: ...
-
-    def profile(self, runs: int) -> KernelProfile | None: ...
-
-    def __enter__(self) -> "Session": ...
-
-    def __exit__(self, *exc: object) -> None: ...

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from oplat.backends import KernelProfile, Unsupported
+from oplat.backends import KernelProfile, Session, Unsupported
 
-__all__ = ["available", "runtime", "open"]
+__all__ = ["MODEL_FORMATS", "available", "fingerprint", "runtime", "open"]
+
+#: Model formats :func:`open` takes (it converts the ONNX model to .tflite itself).
+MODEL_FORMATS: tuple[str, ...] = ("onnx",)
 
 _HINT = "install it with: pip install 'oplat[litert]'"
 #: ONNX element type → the dtype :meth:`LiteRtSession.output` returns.
@@ -57,13 +60,18 @@ def runtime(options: dict | None = None) -> tuple[str, str]:
         return "litert", ai_edge_litert.__version__
 
 
+def fingerprint(options: dict | None = None) -> None:
+    """None: this host times (rows record :func:`oplat.fingerprint.environment`)."""
+    return None
+
+
 def _flag(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("0", "false", "no", "off")
     return bool(value)
 
 
-class LiteRtSession:
+class LiteRtSession(Session):
     def __init__(self, model, feeds: dict[str, np.ndarray], options: dict):
         from oplat.tflite import tflite_from_onnx
 

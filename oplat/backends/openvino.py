@@ -12,9 +12,12 @@ from collections import defaultdict
 
 import numpy as np
 
-from oplat.backends import KernelProfile, Unsupported, import_problem, summarize_profile
+from oplat.backends import KernelProfile, Session, Unsupported, import_problem, summarize_profile
 
-__all__ = ["available", "runtime", "open"]
+__all__ = ["MODEL_FORMATS", "available", "fingerprint", "runtime", "open"]
+
+#: Model formats :func:`open` takes.
+MODEL_FORMATS: tuple[str, ...] = ("onnx",)
 
 _HINT = "install it with: pip install 'oplat[openvino]'"
 _PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -28,6 +31,11 @@ def runtime(options: dict | None = None) -> tuple[str, str]:
     import openvino
 
     return "openvino", openvino.__version__.split("-")[0]
+
+
+def fingerprint(options: dict | None = None) -> None:
+    """None: this host times (rows record :func:`oplat.fingerprint.environment`)."""
+    return None
 
 
 def _config(options: dict, *, perf_count: bool) -> dict:
@@ -45,7 +53,7 @@ def _config(options: dict, *, perf_count: bool) -> dict:
     }
 
 
-class OpenVinoSession:
+class OpenVinoSession(Session):
     def __init__(self, model, feeds: dict[str, np.ndarray], options: dict):
         self._model_bytes = model.SerializeToString()
         self._feeds = feeds

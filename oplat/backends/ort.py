@@ -17,9 +17,12 @@ from collections import defaultdict
 
 import numpy as np
 
-from oplat.backends import KernelProfile, Unsupported, import_problem, summarize_profile
+from oplat.backends import KernelProfile, Session, Unsupported, import_problem, summarize_profile
 
-__all__ = ["available", "exact_session", "runtime", "open"]
+__all__ = ["MODEL_FORMATS", "available", "exact_session", "fingerprint", "runtime", "open"]
+
+#: Model formats :func:`open` takes.
+MODEL_FORMATS: tuple[str, ...] = ("onnx",)
 
 _HINT = "install it with: pip install onnxruntime"
 
@@ -46,6 +49,11 @@ def runtime(options: dict | None = None) -> tuple[str, str]:
     import onnxruntime
 
     return "onnxruntime", onnxruntime.__version__
+
+
+def fingerprint(options: dict | None = None) -> None:
+    """None: this host times (rows record :func:`oplat.fingerprint.environment`)."""
+    return None
 
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -86,7 +94,7 @@ def _new_session(model_bytes: bytes, options: dict, profile_dir: str | None = No
         raise
 
 
-class OrtSession:
+class OrtSession(Session):
     def __init__(self, model, feeds: dict[str, np.ndarray], options: dict):
         self._model_bytes = model.SerializeToString()
         self._feeds = feeds

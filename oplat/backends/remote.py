@@ -10,7 +10,9 @@ agent sent with the timing (None if it sent none; ``runs`` is decided by the
 
 Feeds are not sent: the agent makes them with :func:`oplat.build.inputs_for`, the same
 deterministic inputs a local session gets; the ``feeds`` argument of :func:`open` is
-ignored. The protocol is described in :mod:`oplat.agent`.
+ignored. The protocol is described in :mod:`oplat.agent`; what both sides share (version,
+token variables, error kinds, the JSON forms) is :mod:`oplat.wire`. This module does not
+import the agent, nor the agent this one.
 
 Options:
 
@@ -33,39 +35,41 @@ The HTTP client is the standard library's :mod:`http.client`; ``https://`` URLs 
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import math
 import os
 import time
 import urllib.parse
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from oplat.backends import KernelProfile, Unsupported
+from oplat import wire
+from oplat.backends import KernelProfile, SelfTimedSession, Unsupported
 from oplat.errors import OplatError, OplatRuntimeError
 from oplat.timing import Timing, TimingPolicy
+from oplat.wire import TOKEN_ENV, TOKEN_FILE_ENV
 
 __all__ = [
     "AgentClient",
     "AgentError",
+    "MODEL_FORMATS",
     "RemoteSession",
+    "TOKEN_ENV",
     "TOKEN_FILE_ENV",
     "URL_ENV",
     "agent_info",
     "available",
+    "fingerprint",
     "open",
     "remote_fingerprint",
     "runtime",
 ]
 
+#: Model formats :func:`open` declares (an agent may take more: raw model bytes are
+#: sent as they are and checked against the agent's ``model_formats`` on open).
+MODEL_FORMATS: tuple[str, ...] = ("onnx",)
 #: Environment variable naming the agent when no ``url`` option is given.
 URL_ENV = "OPLAT_AGENT_URL"
-#: Environment variable holding the token (the agent reads the same one).
-TOKEN_ENV = "OPLAT_AGENT_TOKEN"
-#: Environment variable naming a file that holds the token (when TOKEN_ENV is unset;
-#: the agent reads the same one).
-TOKEN_FILE_ENV = "OPLAT_AGENT_TOKEN_FILE"
 _MAX_BACKOFF_S = 8.0
 _START_HINT = f"start it on the board with `oplat agent --token-file PATH` (or {TOKEN_ENV} set)"
 
@@ -127,14 +131,8 @@ class AgentClient:
             raise OplatError(f"agent url {url!r} has a bad port") from None
         token = options.get("token")
         if not token and options.get("token_file"):
-            from oplat.agent import read_token_file
-
-            token = read_token_file(options["token_file"], what="option token_file")
-        token = token or os.environ.get(TOKEN_ENV)
-        if not token and os.environ.get(TOKEN_FILE_ENV):
-            from oplat.agent import read_token_file
-
-            token = read_token_file(os.environ[TOKEN_FILE_ENV], what=TOKEN_FILE_ENV)
+            token = wire.read_token_file(options["token_file"], what="option token_file")
+        token = token or wire.env_token()
         if not token:
             raise OplatError(
                 "no agent token: give the token the agent was started with "
@@ -156,19 +154,15 @@ class AgentClient:
     # -- endpoints
     def info(self) -> dict:
         """``GET /v1/info``: the agent's device, runtime, fingerprint and limits."""
-        reply = self._request("GET", "/v1/info")
+        reply = self._request("GET", wire.INFO_PATH)
         if not isinstance(reply.get("fingerprint"), dict) or "runtime" not in reply:
             raise OplatError(f"agent at {self.url} sent a malformed info reply")
         return reply
 
     def measure(self, model_bytes: bytes, policy: TimingPolicy, profile_runs: int | str = 0) -> dict:
         """``POST /v1/measure``: the agent's reply (raw samples, fingerprint, profile)."""
-        payload = {
-            "model_b64": base64.b64encode(model_bytes).decode("ascii"),
-            "policy": asdict(policy),
-            "profile_runs": profile_runs,
-        }
-        return self._request("POST", "/v1/measure", json.dumps(payload).encode("utf-8"))
+        payload = wire.measure_request(model_bytes, policy, profile_runs)
+        return self._request("POST", wire.MEASURE_PATH, json.dumps(payload).encode("utf-8"))
 
     # -- transport
     def _request(self, method: str, path: str, body: bytes | None = None) -> dict:
@@ -241,7 +235,7 @@ class AgentClient:
                 f"agent at {self.url} refused the token (401): use the token it was started with "
                 f"(option token or token_file, or {TOKEN_ENV} / {TOKEN_FILE_ENV})"
             )
-        if status == 422 and kind == "unsupported":
+        if status == 422 and kind == wire.UNSUPPORTED:
             raise Unsupported(message)
         if status == 422:
             raise AgentError(message)
@@ -254,11 +248,16 @@ def agent_info(options: dict | None) -> dict:
     return AgentClient.from_options(options).info()
 
 
-def remote_fingerprint(options: dict | None) -> dict:
+def fingerprint(options: dict | None = None) -> dict:
     """The agent's environment fingerprint (the board's CPU, OS, runtime, threads…), the
-    dict :func:`oplat.fingerprint.environment` made there; rows measured remotely record
-    this, not the host's."""
+    dict :func:`oplat.fingerprint.environment` made there: the machine that times is the
+    agent's board, so rows measured remotely record this, not the host's (the backend
+    contract's ``fingerprint`` hook, :class:`oplat.backends.base.Backend`)."""
     return agent_info(options)["fingerprint"]
+
+
+#: The name :func:`fingerprint` had before the backend contract named the hook.
+remote_fingerprint = fingerprint
 
 
 def runtime(options: dict | None = None) -> tuple[str, str]:
@@ -270,41 +269,19 @@ def runtime(options: dict | None = None) -> tuple[str, str]:
 
 def _timing_from(reply: dict, url: str) -> Timing:
     try:
-        t = reply["timing"]
-
-        def rounds(value: object) -> list[list[float]]:
-            return [[float(s) for s in r] for r in value]
-
-        timing = Timing(
-            rounds_ms=rounds(t["rounds_ms"]),
-            discarded_rounds_ms=rounds(t.get("discarded_rounds_ms", [])),
-            inner=int(t["inner"]),
-            runs_per_round=int(t["runs_per_round"]),
-            extra_rounds=int(t.get("extra_rounds", 0)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise OplatError(f"agent at {url} sent a malformed timing: {type(exc).__name__}: {exc}") from None
-    if not timing.rounds_ms or not all(timing.rounds_ms):
-        raise OplatError(f"agent at {url} sent a timing without samples")
-    return timing
+        return wire.timing_from_reply(reply)
+    except wire.WireError as exc:
+        raise OplatError(f"agent at {url} sent {exc}") from None
 
 
 def _profile_from(reply: dict, url: str) -> KernelProfile | None:
-    raw = reply.get("profile")
-    if raw is None:
-        return None
     try:
-        return KernelProfile(
-            compute_ms=float(raw["compute_ms"]),
-            layout_ms=float(raw["layout_ms"]),
-            nodes=list(raw.get("nodes", [])),
-            runs=int(raw.get("runs", 0)),
-        )
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise OplatError(f"agent at {url} sent a malformed profile: {type(exc).__name__}: {exc}") from None
+        return wire.profile_from_reply(reply)
+    except wire.WireError as exc:
+        raise OplatError(f"agent at {url} sent {exc}") from None
 
 
-class RemoteSession:
+class RemoteSession(SelfTimedSession):
     """One model on the agent. ``time(policy)`` measures it there; see the module doc."""
 
     def __init__(self, model, feeds: dict | None, options: dict):
@@ -321,12 +298,10 @@ class RemoteSession:
         self.last_reply: dict | None = None
 
     def __enter__(self) -> RemoteSession:
-        from oplat.agent import model_format
-
         info = self._client.info()  # reachable, token right: fail here, before any timing
         self.fingerprint = info["fingerprint"]
         try:
-            fmt = model_format(bytes(self._model_bytes[:8]))
+            fmt = wire.model_format(bytes(self._model_bytes[:8]))
         except ValueError as exc:
             raise OplatError(str(exc)) from None
         if fmt not in info.get("model_formats", ["onnx"]):

@@ -5,22 +5,27 @@ The target's own tool times the model (``synap_cli``, ``benchmark_model``,
 ``run()`` they offer ``time(policy)``, which applies the shared policy at the level the
 tool allows. Each round is one invocation of the tool with enough runs to last
 ``policy.round_s``; the first invocation is the warm-up and calibration; rounds whose
-medians disagree by more than ``policy.agree_pct`` are re-measured as for any device.
+medians disagree by more than ``policy.agree_pct`` are re-measured as for any device
+(:func:`oplat.timing.time_rounds`, the same rounds rule).
 Where the tool prints per-run latencies they are the samples; where it prints only a
 summary, each round contributes its median (and the row says ``samples: tool summary``).
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from oplat.timing import Timing, TimingPolicy
+from oplat.backends import SelfTimedSession
+from oplat.timing import Timing, TimingPolicy, time_rounds
 
-__all__ = ["available", "runtime", "open"]
+__all__ = ["MODEL_FORMATS", "available", "fingerprint", "runtime", "open"]
+
+#: Model formats :func:`open` takes (an ONNX model; it writes the device file's
+#: ``input_format`` itself, converting to .tflite where the tool wants that).
+MODEL_FORMATS: tuple[str, ...] = ("onnx",)
 
 
 def _device_file(options: dict):
@@ -48,12 +53,17 @@ def runtime(options: dict | None = None) -> tuple[str, str]:
     return f"toolchain:{name}", "device file"
 
 
+def fingerprint(options: dict | None = None) -> None:
+    """None: rows record this host's environment with the device file as the runtime."""
+    return None
+
+
 def _precision_of(model) -> str:
     quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     return "int8" if quantized else "fp32"
 
 
-class ToolchainDeviceSession:
+class ToolchainDeviceSession(SelfTimedSession):
     """A model written where the tool can read it, timed by the tool."""
 
     def __init__(self, model, options: dict):
@@ -108,23 +118,16 @@ class ToolchainDeviceSession:
         """The shared policy, one tool invocation per round."""
         first_runs = max(policy.min_runs, 5)
         _, per_run_ms = self._invoke(first_runs, warmup=policy.warmup_runs)
-        runs = int(min(max(math.ceil(policy.round_s * 1000 / max(per_run_ms, 1e-6)), policy.min_runs), policy.max_runs))
-        timing = Timing(inner=1, runs_per_round=runs)
+        runs = policy.runs_per_round(sample_ms=max(per_run_ms, 1e-6))
         summary_only = False
 
-        def one_round() -> None:
+        def one_round() -> list[float]:
             nonlocal summary_only
             samples, _ = self._invoke(runs, warmup=1)
             summary_only = summary_only or len(samples) == 1 < runs
-            timing.rounds_ms.append(samples)
+            return samples
 
-        for _ in range(policy.rounds):
-            one_round()
-        for _ in range(policy.max_extra_rounds):
-            if timing.spread_pct <= policy.agree_pct:
-                break
-            one_round()
-            timing.drop_slowest_round()
+        timing = time_rounds(one_round, policy, Timing(inner=1, runs_per_round=runs))
         if summary_only:
             timing.runs_total = runs * len(timing.rounds_ms)
             timing.note = "samples are the tool's per-invocation medians (it prints no per-run latencies)"
