@@ -39,10 +39,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from oplat.errors import OplatError
+from oplat.nodespec import ELEM_NAMES, NodeSpec, elem_name
 from oplat.spec import OpSpec
 
 __all__ = [
     "IR_VERSION",
+    "complete_nodespec",
+    "model_from_nodespec",
     "OPSET",
     "SPEC_METADATA_KEY",
     "inputs_for",
@@ -68,9 +71,10 @@ _BIAS_STD = 0.05
 
 
 # --------------------------------------------------------------------------- public API
-def model_from_op(spec: OpSpec) -> onnx.ModelProto:
+def model_from_op(spec) -> onnx.ModelProto:
     """Return a one-operator ONNX model for ``spec`` (passes the full checker and strict
-    shape inference).
+    shape inference). A :class:`~oplat.nodespec.NodeSpec` (any ONNX kernel) builds its own
+    model (:meth:`~oplat.nodespec.NodeSpec.model`).
 
     Args:
         spec: the operator, shapes (N, C, H, W in pixels) and precision.
@@ -80,15 +84,20 @@ def model_from_op(spec: OpSpec) -> onnx.ModelProto:
         output ``y`` of shape ``spec.output_shape`` (same element type as the inputs).
         No I/O is done; the same spec always gives the same bytes.
     """
+    if spec.op == "onnx":
+        return model_from_nodespec(spec)
     rng = np.random.default_rng(zlib.crc32(spec.key.encode()))
     conv = _conv_params(spec, rng) if spec.op in ("conv", "conv+relu") else None
     int8 = spec.precision == "int8"
-    elem = TensorProto.UINT8 if int8 else TensorProto.FLOAT
+    elem = {"int8": TensorProto.UINT8, "fp16": TensorProto.FLOAT16}.get(spec.precision, TensorProto.FLOAT)
     g = _Graph()
     names = [f"x{i}" for i in range(len(spec.input_shapes))]
 
     if not int8:
         _build_float_op(g, spec, names, "y", conv, None)
+        if spec.precision == "fp16":  # data tensors in half precision; Resize scales stay float32 (its schema)
+            g.inits = [numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name)
+                       if t.name != "scales" and t.data_type == TensorProto.FLOAT else t for t in g.inits]
     else:
         in_range, out_range = _int8_ranges(spec, conv)
         x_scale, x_zero = _qparams(*in_range)
@@ -130,12 +139,13 @@ def inputs_for(model_or_spec: onnx.ModelProto | OpSpec, seed: int = 0) -> dict[s
         seed: seed of ``np.random.default_rng``; inputs are drawn in graph order.
 
     Returns:
-        ``{name: array}``; float32 arrays are uniform in [0, 1), uint8 arrays uniform
-        over 0…255 (i.e. the full quantized range of an INT8 model's inputs).
+        ``{name: array}``; float32 and float16 arrays are uniform in [0, 1), uint8 arrays
+        uniform over 0…255 and int8 over -128…127 (the full quantized range of an INT8
+        model's inputs).
     """
     if isinstance(model_or_spec, OpSpec):
         spec = model_or_spec
-        dtype = np.uint8 if spec.precision == "int8" else np.float32
+        dtype = {"int8": np.uint8, "fp16": np.float16}.get(spec.precision, np.float32)
         wanted = [(f"x{i}", tuple(s), dtype) for i, s in enumerate(spec.input_shapes)]
     elif isinstance(model_or_spec, onnx.ModelProto):
         wanted = []
@@ -144,11 +154,12 @@ def inputs_for(model_or_spec: onnx.ModelProto | OpSpec, seed: int = 0) -> dict[s
             if vi.name in initializers:  # IR < 4 style: initializers listed as inputs
                 continue
             tensor_type = vi.type.tensor_type
-            dtype = {TensorProto.FLOAT: np.float32, TensorProto.UINT8: np.uint8}.get(tensor_type.elem_type)
+            dtype = {TensorProto.FLOAT: np.float32, TensorProto.UINT8: np.uint8, TensorProto.INT8: np.int8,
+                     TensorProto.FLOAT16: np.float16}.get(tensor_type.elem_type)
             if dtype is None:
                 raise OplatError(
                     f"input {vi.name!r} has element type "
-                    f"{TensorProto.DataType.Name(tensor_type.elem_type)}; oplat feeds only float32 and uint8"
+                    f"{TensorProto.DataType.Name(tensor_type.elem_type)}; oplat feeds float32, float16, uint8 and int8"
                 )
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor_type.shape.dim]
             if any(d < 1 for d in dims):
@@ -162,9 +173,106 @@ def inputs_for(model_or_spec: onnx.ModelProto | OpSpec, seed: int = 0) -> dict[s
     for name, shape, dtype in wanted:
         if dtype is np.uint8:
             feeds[name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        elif dtype is np.int8:
+            feeds[name] = rng.integers(-128, 128, size=shape, dtype=np.int8)
         else:
-            feeds[name] = rng.random(shape, dtype=np.float32)
+            feeds[name] = rng.random(shape, dtype=np.float32).astype(dtype, copy=False)
     return feeds
+
+
+# --------------------------------------------------------------------------- any ONNX kernel
+def model_from_nodespec(spec: NodeSpec) -> onnx.ModelProto:
+    """A one-kernel ONNX model of ``spec``'s signature (weights generated deterministically);
+    INT8 groups are built in QDQ form: quantized inputs → DequantizeLinear → ops →
+    QuantizeLinear, quantized weights through their own DequantizeLinear."""
+    rng = np.random.default_rng(zlib.crc32(spec.key.encode()))
+    nodes, inits, graph_inputs = [], [], []
+    int8 = spec.precision == "int8"
+    float_elem = TensorProto.FLOAT16 if spec.precision == "fp16" else TensorProto.FLOAT
+    scale = numpy_helper.from_array(np.array(1 / 64, np.float32), "q_scale")
+    if int8:
+        inits.append(scale)
+    acts = []
+    for i, inp in enumerate(spec.inputs):
+        name = f"x{i}"
+        elem = ELEM_NAMES[inp["elem"]]
+        graph_inputs.append(helper.make_tensor_value_info(name, elem, list(inp["shape"])))
+        if int8 and inp["elem"] in ("uint8", "int8"):
+            zero = numpy_helper.from_array(np.array(128 if inp["elem"] == "uint8" else 0, np.uint8 if inp["elem"] == "uint8" else np.int8), f"x{i}_zero")
+            inits.append(zero)
+            nodes.append(helper.make_node("DequantizeLinear", [name, "q_scale", zero.name], [f"{name}_dq"]))
+            name = f"{name}_dq"
+        acts.append(name)
+    consts = {(c["op"], c["slot"]): c for c in spec.consts}
+    previous = None
+    for index, op in enumerate(spec.ops):
+        slots = spec.slots[index] if spec.slots else (len(acts) if index == 0 else 1)
+        names = []
+        act_iter = iter(acts if index == 0 else [previous])
+        for slot in range(slots):
+            c = consts.get((index, slot))
+            if c is None:
+                if index > 0 and slot > 0:
+                    names.append("")
+                    continue
+                names.append(next(act_iter, ""))
+                continue
+            cname = f"c{index}_{slot}"
+            if "value" in c:
+                array = np.asarray(c["value"], dtype=onnx.helper.tensor_dtype_to_np_dtype(ELEM_NAMES[c["elem"]])).reshape(c["shape"])
+            elif c["elem"] in ("int64", "int32") and not c.get("q"):
+                array = np.ones(c["shape"], dtype=onnx.helper.tensor_dtype_to_np_dtype(ELEM_NAMES[c["elem"]]))
+            elif c.get("q"):
+                dtype = np.int32 if c["elem"] == "int32" else np.int8
+                array = rng.integers(-20, 21, size=c["shape"]).astype(dtype)
+            else:
+                dtype = np.float16 if c["elem"] == "float16" else np.float32
+                array = (rng.standard_normal(c["shape"]) * 0.1).astype(dtype)
+                if op in ("BatchNormalization",) and slot == 4:  # variance must be positive
+                    array = np.abs(array) + np.asarray(0.5, dtype)
+            inits.append(numpy_helper.from_array(array, cname))
+            if c.get("q"):
+                zero = numpy_helper.from_array(np.zeros((), array.dtype), f"{cname}_zero")
+                inits.append(zero)
+                nodes.append(helper.make_node("DequantizeLinear", [cname, "q_scale", zero.name], [f"{cname}_dq"]))
+                cname = f"{cname}_dq"
+            names.append(cname)
+        while names and names[-1] == "":
+            names.pop()
+        out = f"t{index}"
+        nodes.append(helper.make_node(op, names, [out], **spec.attrs[index]))
+        previous = out
+    outputs = []
+    if int8:
+        out_elem = spec.outputs[-1]["elem"] if spec.outputs else "uint8"
+        zero = numpy_helper.from_array(np.array(128 if out_elem == "uint8" else 0, np.uint8 if out_elem != "int8" else np.int8), "y_zero")
+        inits.append(zero)
+        nodes.append(helper.make_node("QuantizeLinear", [previous, "q_scale", "y_zero"], ["y"]))
+        outputs.append(helper.make_tensor_value_info("y", ELEM_NAMES[out_elem if out_elem in ("uint8", "int8") else "uint8"], None))
+    else:
+        nodes[-1].output[0] = "y"
+        outputs.append(helper.make_tensor_value_info("y", float_elem, None))
+    graph = helper.make_graph(nodes, f"oplat_{spec.kind}", graph_inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="oplat", ir_version=IR_VERSION)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises several types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OplatError(f"{spec.label()}: not a valid ONNX kernel ({first})") from None
+    helper.set_model_props(model, {SPEC_METADATA_KEY: spec.key})
+    return model
+
+
+def complete_nodespec(spec: NodeSpec) -> NodeSpec:
+    """``spec`` with ``outputs`` filled in from shape inference of its own model (an
+    op-set entry names inputs and attributes; the key also holds the outputs)."""
+    if spec.outputs:
+        return spec
+    model = model_from_nodespec(spec)
+    outs = tuple({"shape": [d.dim_value for d in o.type.tensor_type.shape.dim], "elem": elem_name(o.type.tensor_type.elem_type)}
+                 for o in model.graph.output)
+    return NodeSpec(spec.ops, spec.attrs, spec.inputs, spec.consts, spec.slots, spec.precision, outs)
 
 
 # --------------------------------------------------------------------------- graph assembly

@@ -80,10 +80,22 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         bad = [p for p in precisions if p not in PRECISIONS]
         if bad:
             raise OplatError(f"unknown precision {', '.join(bad)}; known: {', '.join(PRECISIONS)}")
+    if args.infer_precision and device.backend != "openvino":
+        raise OplatError(
+            f"--infer-precision is an OpenVINO option; device {device.name!r} ({device.backend}) does not honour it, "
+            "so it is refused rather than recorded; measure fp16 one-op models with --precision fp16"
+        )
     device = device.with_options(threads=args.threads, precision=args.infer_precision)
     device.require()
-    opset = load_opset(args.opset, precisions=precisions)
-    out = Path(args.out) if args.out else default_table_path(table_dir_name(device), opset.name, args.results)
+    models = None
+    if args.model:
+        if args.opset:
+            raise OplatError("give --opset or --model, not both (run measure twice to do both)")
+        specs, models, name = _model_kernels(args.model, precisions)
+    else:
+        opset = load_opset(args.opset or "sr-core", precisions=precisions)
+        specs, name = opset.specs, opset.name
+    out = Path(args.out) if args.out else default_table_path(table_dir_name(device), "sr-core" if models else name, args.results)
     limits = _limits(args)
     policy = TimingPolicy.quick() if args.quick_policy else TimingPolicy()
     overrides = {k: v for k, v in (("rounds", args.rounds), ("agree_pct", args.agree_pct)) if v is not None}
@@ -93,9 +105,9 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         policy = replace(policy, **overrides)
     try:
         summary = measure_specs(
-            opset.specs,
+            specs,
             device,
-            opset=opset.name,
+            opset=name,
             out=out,
             policy=policy,
             batch=args.batch,
@@ -104,6 +116,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             wait=args.wait,
             limits=limits,
+            models=models,
         )
     except KeyboardInterrupt:
         print(
@@ -117,6 +130,23 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     )
     print(f"review it with: oplat table {summary.path}")
     return 0
+
+
+def _model_kernels(paths: list[str], precisions: list[str] | None):
+    """(specs, {key: (model, feeds)}, op-set name) of every distinct kernel of the networks."""
+    from oplat.extract import extract_kernels
+    from oplat.onnxgraph import load_onnx
+
+    specs, models = [], {}
+    for path in paths:
+        for km in extract_kernels(load_onnx(path)):
+            if precisions and km.spec.precision not in precisions:
+                continue
+            if km.spec.key not in models:
+                specs.append(km.spec)
+                models[km.spec.key] = (km.model, km.feeds)
+    names = "+".join(Path(p).stem for p in paths)
+    return specs, models, f"model:{names}"[:100]
 
 
 def _table_dir_name(device) -> str:
@@ -136,6 +166,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
         fmt=args.format,
         ops=_csv_list(args.op) if args.op else None,
         precisions=_csv_list(args.precision) if args.precision else None,
+        stat=args.stat,
+        group=args.group,
     )
     print(text)
     return 0
@@ -144,11 +176,24 @@ def _cmd_table(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- predict
 def _cmd_predict(args: argparse.Namespace) -> int:
     from oplat.onnxgraph import load_onnx
-    from oplat.predict import Predictor
+    from oplat.predict import MissingKernels, Predictor
     from oplat.report.prediction import predict_report, prediction_json
 
+    if args.html:
+        from oplat.report.figures import require_matplotlib
+
+        require_matplotlib()  # before the work: one line with the install hint
     predictor = Predictor.from_table(args.table, stat=args.stat)
-    pred = predictor.predict(load_onnx(args.model))
+    try:
+        pred = predictor.predict(load_onnx(args.model))
+    except MissingKernels as exc:
+        if not args.missing_opset:
+            raise
+        _write_missing_opset(args.missing_opset, exc, args.model)
+        raise OplatError(
+            f"{exc}. Wrote the {len(exc.specs)} entries to {args.missing_opset}: "
+            f"`oplat measure --opset {args.missing_opset} --out {args.table}` fills the gap"
+        ) from None
     where = dict(model=args.model, table=args.table, device=predictor.device, measured_between=predictor.measured_between)
     if args.format == "json":
         import json
@@ -156,6 +201,51 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(prediction_json(pred, **where), indent=1))
     else:
         print(predict_report(pred, **where, fmt=FORMATS_TABULATE.get(args.format, "simple")))
+    if args.html:
+        from oplat.report.html import prediction_page
+
+        written = prediction_page(pred, **where).write(args.html)
+        print(f"wrote {written[0]} (+ {len(written) - 1} SVG)", file=sys.stderr)
+    return 0
+
+
+def _write_missing_opset(path: str, exc, model: str) -> None:
+    from oplat.opset import opset_toml
+    from oplat.paths import PLAIN_NAME
+
+    stem = Path(path).stem
+    name = stem if PLAIN_NAME.fullmatch(stem) else "missing"
+    text = opset_toml(name, exc.specs, description=f"kernels of {model} its table lacked (oplat predict --missing-opset)")
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise OplatError(f"cannot write {path} ({e.strerror}); choose another --missing-opset path") from None
+
+
+# ---------------------------------------------------------------------------- report
+def _cmd_report(args: argparse.Namespace) -> int:
+    from oplat.report.figures import require_matplotlib
+
+    require_matplotlib()  # first: without matplotlib, one line with the install hint (exit 2)
+    from oplat.report.html import load_validation, review_page
+    from oplat.table import read_table
+
+    if bool(args.model) != bool(args.table_for_model):
+        raise OplatError("--model and --table-for-model go together: the network and the table that prices it")
+    tables = [read_table(p) for p in args.tables]
+    validations = [load_validation(p) for p in args.validate or []]
+    prediction = None
+    if args.model:
+        from oplat.onnxgraph import load_onnx
+        from oplat.predict import STATS, Predictor
+
+        predictor = Predictor.from_table(args.table_for_model, stat=args.stat if args.stat in STATS else None)
+        prediction = dict(model=args.model, table=args.table_for_model, device=predictor.device,
+                          measured_between=predictor.measured_between, pred=predictor.predict(load_onnx(args.model)))
+    page = review_page(tables=tables, validations=validations, prediction=prediction, stat=args.stat,
+                       group=not args.no_group, title=args.title)
+    written = page.write(args.out)
+    print(f"wrote {written[0]}" + (f" and {len(written) - 1} SVG figures beside it" if len(written) > 1 else ""))
     return 0
 
 
@@ -256,20 +346,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import threading
     from dataclasses import replace
 
-    from oplat.measure import default_table_path
+    from oplat.paths import PLAIN_NAME, default_table_path, table_dir_name
     from oplat.predict import Predictor
     from oplat.search import check_storage, run_search
     from oplat.space import load_space
     from oplat.units import parse_duration_ms
 
-    # A study name names the folder <results>/search/NAME: one plain path component.
-    plain = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
-
     def search() -> int:
-        if args.name is not None and not plain.fullmatch(args.name):
+        # A study name names the folder <results>/search/NAME: one plain path component.
+        if args.name is not None and not PLAIN_NAME.fullmatch(args.name):
             raise OplatError(
                 f"study name {args.name!r} is not a plain name: use letters, digits, '.', '_' and '-', not starting "
-                f"with '.', at most 255 characters (it names the folder {Path(args.results) / 'search'}/NAME)"
+                f"with '.', at most 100 characters (it names the folder {Path(args.results) / 'search'}/NAME)"
             )
         budget_ms = parse_duration_ms(args.budget)
         space = load_space(args.space)
@@ -287,7 +375,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             name = args.name
         else:  # the space's name comes from its file: keep only what a plain name may hold
             raw = f"{space.name}-x{space.scale}-{space.in_h}x{space.in_w}-{args.precision}-{budget_ms:g}ms"
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")[:255]
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")[:100]
         out_dir = Path(args.results) / "search" / name
         check_storage(args.storage, out_dir)  # before a table is read or a device touched
         device = None
@@ -298,7 +386,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             device.require()
         table = args.table
         if table is None and device is not None:
-            folder = _table_dir_name(device)  # where `oplat measure` writes this device's table
+            folder = table_dir_name(device)  # where `oplat measure` writes this device's table
             if folder in ("", ".", "..") or any(c in folder for c in "/\\\0"):
                 raise OplatError(f"device name {device.name!r} cannot name a folder under {args.results}; give --table")
             table = str(default_table_path(folder, "sr-core", args.results))
@@ -363,6 +451,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    from oplat.train import TrainOptions, run_training
+
+    opts = TrainOptions(
+        arch=args.arch, data=args.data, val=args.val, steps=args.steps, batch=args.batch, patch=args.patch,
+        lr=args.lr, seed=args.seed, qat=args.qat, qat_steps=args.qat_steps, name=args.name, results=args.results,
+        fresh=args.fresh, checkpoint_every=args.checkpoint_every, val_every=args.val_every, threads=args.threads,
+        torch_device=args.torch_device, progress=not args.no_progress,
+    )
+    try:
+        result = run_training(opts)
+    except KeyboardInterrupt:
+        print("oplat: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(result.summary())
+    return 0
+
+
 # ---------------------------------------------------------------------------- agent
 def _cmd_agent(args: argparse.Namespace) -> int:
     from oplat.agent import TOKEN_ENV, run_agent
@@ -409,7 +516,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("measure", help="time one-op models of an op set on a device; write a latency table")
     p.add_argument("--device", default="cpu", help="device name (see `oplat devices`; default: cpu)")
-    p.add_argument("--opset", default="sr-core", help="built-in op set name or a .toml path (default: sr-core)")
+    p.add_argument("--opset", help="built-in op set name or a .toml path (default: sr-core)")
+    p.add_argument("--model", action="append", metavar="NET.onnx",
+                   help="measure every distinct kernel of this network, cut out at its real shapes (repeatable); "
+                   "afterwards `oplat predict NET.onnx --table TABLE` prices each by exact signature")
     p.add_argument("--precision", help="comma list of precisions to measure (default: the op set's), e.g. fp32,int8")
     p.add_argument("--threads", type=_positive_int, help="intra-op threads (default: 1, the repeatable choice)")
     p.add_argument(
@@ -434,12 +544,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="terminal", choices=list(FORMATS), help="output format (default: terminal)")
     p.add_argument("--op", help="comma list of ops to show (glob patterns: conv*)")
     p.add_argument("--precision", help="comma list of precisions to show")
+    p.add_argument("--stat", default="p10", choices=("p10", "median", "p90", "mean"), help="statistic shown side by side and used for GMAC/s and ratios (default: p10)")
+    p.add_argument("--group", action="store_true", help="group rows by op family (side by side: with the geometric-mean ratio of each family)")
 
     p = sub.add_parser("predict", help="predict an ONNX network's latency from a table: total + per-kernel breakdown")
     p.add_argument("model", help="ONNX file (FP32 or QDQ INT8)")
     p.add_argument("--table", required=True, help="latency table (.jsonl) of the target device")
     p.add_argument("--format", default="terminal", choices=["terminal", "markdown", "github", "json"])
     p.add_argument("--stat", choices=STAT_CHOICES, help=STAT_HELP)
+    p.add_argument("--missing-opset", metavar="FILE.toml",
+                   help="when kernels are missing, write the op-set entries that measure all of them to FILE.toml")
+    p.add_argument("--html", metavar="PAGE.html", help="also write the breakdown as a self-contained HTML page (needs oplat[report])")
+
+    p = sub.add_parser("report", help="write a self-contained HTML review page: provenance, figures, tables")
+    p.add_argument("tables", nargs="*", help="latency tables (.jsonl): a figure each, ratio heatmaps against the first, the review table")
+    p.add_argument("--validate", nargs="+", action="extend", metavar="REPORT.json", help="saved `oplat validate` reports: predicted vs measured")
+    p.add_argument("--model", metavar="NET.onnx", help="a network to break down (with --table-for-model)")
+    p.add_argument("--table-for-model", metavar="TABLE", help="the latency table that prices --model")
+    p.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write; its figures go beside it as SVG")
+    p.add_argument("--stat", default="p10", choices=("p10", "median", "p90", "mean"), help="statistic of the tables' figures and ratios (default: p10)")
+    p.add_argument("--no-group", action="store_true", help="keep the table's order instead of grouping rows by op family")
+    p.add_argument("--title", help="page title (default: from the inputs)")
 
     for name, text in (
         ("calibrate", "fit how kernels compose into a network on the device (measures a few random networks)"),
@@ -482,6 +607,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mem", help=MAX_MEM_HELP)
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("train", help="train a network (PSNR on real images), emit trained FP32/INT8 ONNX and the INT8 drop (extra: train)")
+    p.add_argument("arch", help="ARCH.json, a best.onnx written by `oplat search`, or a built-in name: abpn")
+    p.add_argument("--data", help="folder of HR training images, .png/.jpg (e.g. DIV2K_train_HR); default: the photographs inside scikit-image's wheel")
+    p.add_argument("--val", help="folder of HR validation images (e.g. DIV2K_valid_HR); default: the built-in validation photographs")
+    p.add_argument("--steps", type=_positive_int, default=2000, help="training steps (default: 2000)")
+    p.add_argument("--batch", type=_positive_int, default=16, help="patches per step (default: 16)")
+    p.add_argument("--patch", type=_positive_int, default=48, help="LR patch size in pixels (default: 48; HR patches are ×scale)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate, cosine-decayed (default: 0.001)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--qat", action="store_true", help="then fine-tune quantization-aware and emit best.qat.int8.onnx")
+    p.add_argument("--qat-steps", type=_positive_int, help="QAT steps (default: a fifth of --steps, at least 20)")
+    p.add_argument("--name", help="run name, a plain name: results/train/NAME/ (default: from the architecture file)")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--fresh", action="store_true", help="discard the run's checkpoint and start over (default: resume it)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=100, help="steps between checkpoints (default: 100)")
+    p.add_argument("--val-every", type=_positive_int, default=0, help="steps between validation PSNRs on the progress bar (default: steps/20)")
+    p.add_argument("--threads", type=_positive_int, help="torch and ONNX Runtime threads (default: torch's)")
+    p.add_argument("--torch-device", default="auto", choices=["auto", "cpu", "cuda"], help="where torch trains (default: a CUDA GPU when there is one)")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("agent", help="serve measurements to a host over the network (run it on the board)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
@@ -505,11 +650,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "measure": _cmd_measure,
     "table": _cmd_table,
     "predict": _cmd_predict,
+    "report": _cmd_report,
     "calibrate": _cmd_calibrate,
     "validate": _cmd_validate,
     "agent": _cmd_agent,
     "export": _cmd_export,
     "search": _cmd_search,
+    "train": _cmd_train,
 }
 
 

@@ -17,23 +17,33 @@ import onnx
 from onnx import numpy_helper
 
 from oplat.errors import OplatError
+from oplat.fold import prepare
+from oplat.nodespec import ACTIVATION_ELEMS, SMALL_CONST, NodeSpec, canonical, elem_name
 from oplat.onnxgraph import GraphIndex, attr, infer_shapes
 from oplat.spec import OpSpec
 
 __all__ = ["Kernel", "NetGraph", "net_graph"]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
-_SUPPORTED = ("Conv", "Relu", "Add", "Concat", "Resize", "Clip", "DepthToSpace")
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """One priced unit of work: an OpSpec and the ONNX nodes it stands for."""
+    """One priced unit of work: its spec (a built-in :class:`OpSpec` or a
+    :class:`~oplat.nodespec.NodeSpec`) and the ONNX nodes it stands for.
 
-    spec: OpSpec
+    ``nodes`` are the real ops (what a breakdown shows); ``members`` every ONNX node of
+    the kernel, its Quantize/Dequantize included, and ``inputs`` / ``outputs`` the tensors
+    that cross its edge: what :mod:`oplat.extract` cuts out to measure it alone.
+    """
+
+    spec: OpSpec | NodeSpec
     nodes: tuple[str, ...]
     note: str = ""  # e.g. an approximation made when mapping the node to an OpSpec
     after: tuple[str, ...] = ()  # ops of the kernels that produce its inputs (fusion rules)
+    members: tuple[str, ...] = field(default=(), compare=False)
+    inputs: tuple[str, ...] = field(default=(), compare=False)
+    outputs: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass
@@ -49,6 +59,7 @@ class NetGraph:
     macs: int = 0
     peak_activation_bytes: int = 0
     precision: str = "fp32"
+    batch: int = 1  # the first dim of the first graph input
 
 
 def _dtype_sizes(index: GraphIndex) -> dict[str, int]:
@@ -62,164 +73,335 @@ def _dtype_sizes(index: GraphIndex) -> dict[str, int]:
 
 
 def net_graph(model: onnx.ModelProto) -> NetGraph:
-    """Read a network into kernels; an op oplat cannot price is an error that names it."""
-    model = infer_shapes(model)  # every walk below is over this one (typed) graph
-    index = GraphIndex.of(model)
-    shapes, consts, producer, consumers = index.shapes, index.consts, index.producer, index.consumers
-    graph_inputs, graph_outputs = index.inputs, index.outputs
+    """Read a network into the kernels the device runs.
 
-    g = nx.DiGraph()
-    names = {}
-    for idx, node in enumerate(model.graph.node):
-        names[id(node)] = node.name or f"{node.op_type}_{idx}"
-        g.add_node(names[id(node)], op_type=node.op_type)
-    for node in model.graph.node:
-        for i in node.input:
-            if i in producer:
-                g.add_edge(names[id(producer[i])], names[id(node)], tensor=i)
+    The graph is first folded the way a runtime's optimizer folds it (:func:`prepare`),
+    then every node is grouped: a built-in family kernel (an :class:`OpSpec`) where the
+    node is one, else a :class:`~oplat.nodespec.NodeSpec` of its exact signature. What
+    cannot be read at all (symbolic shapes, control flow, another op domain, int64
+    activations) is one error listing every such node.
+    """
+    model = infer_shapes(prepare(model))  # every walk below is over this one (typed) graph
+    return _Reader(model).read()
 
-    def name(node: onnx.NodeProto) -> str:
-        return names[id(node)]
 
-    def real_source(tensor: str) -> str:
+#: Activations a Conv's kernel absorbs in every runtime oplat knows (ORT FusedConv,
+#: OpenVINO post-ops), so the pair is timed (and keyed) as one kernel.
+_FUSED_ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid")
+
+
+class _Reader:
+    """One pass over a shape-inferred graph: kernels, boundary nodes, params, MACs."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.index = index = GraphIndex.of(model)
+        self.shapes, self.consts = index.shapes, index.consts
+        self.producer, self.consumers = index.producer, index.consumers
+        self.graph_inputs, self.graph_outputs = index.inputs, index.outputs
+        self.g = nx.DiGraph()
+        self.names: dict[int, str] = {}
+        for idx, node in enumerate(model.graph.node):
+            self.names[id(node)] = node.name or f"{node.op_type}_{idx}"
+            self.g.add_node(self.names[id(node)], op_type=node.op_type)
+        for node in model.graph.node:
+            for i in node.input:
+                if i in self.producer:
+                    self.g.add_edge(self.names[id(self.producer[i])], self.names[id(node)], tensor=i)
+        self.quantized = any(n.op_type == "DequantizeLinear" and n.input[0] not in self.consts for n in model.graph.node)
+        self.problems: list[str] = []
+
+    def name(self, node: onnx.NodeProto) -> str:
+        return self.names[id(node)]
+
+    # ------------------------------------------------------------------ tensors
+    def real_source(self, tensor: str) -> str:
         """Follow DequantizeLinear(QuantizeLinear(t)) back to the real-valued tensor t."""
         for _ in range(4):
-            p = producer.get(tensor)
+            p = self.producer.get(tensor)
             if p is None or p.op_type not in _QDQ:
                 break
             tensor = p.input[0]
         return tensor
 
-    def is_dequantized(tensor: str) -> bool:
-        p = producer.get(tensor)
-        return p is not None and p.op_type == "DequantizeLinear" and p.input[0] not in consts
+    def is_dequantized(self, tensor: str) -> bool:
+        p = self.producer.get(tensor)
+        return p is not None and p.op_type == "DequantizeLinear" and p.input[0] not in self.consts
 
-    def const_value(tensor: str) -> np.ndarray | None:
-        t = tensor
-        if t in producer and producer[t].op_type == "DequantizeLinear":
-            dq = producer[t]
-            if dq.input[0] in consts:  # a quantized weight: its real value
-                q = numpy_helper.to_array(consts[dq.input[0]]).astype(np.float64)
-                s = numpy_helper.to_array(consts[dq.input[1]]).astype(np.float64)
-                z = numpy_helper.to_array(consts[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
-                axis = attr(dq, "axis", 1)
-                if np.ndim(s) == 1 and q.ndim > 1:
-                    shape = [1] * q.ndim
-                    shape[axis] = -1
-                    s, z = np.reshape(s, shape), np.reshape(z, shape) if np.ndim(z) else z
-                return (q - z) * s
-        if t in consts:
-            return numpy_helper.to_array(consts[t])
-        return None
+    def const_value(self, tensor: str) -> np.ndarray | None:
+        p = self.producer.get(tensor)
+        if p is not None and p.op_type == "DequantizeLinear" and p.input[0] in self.consts:  # a quantized weight
+            q = self.index.const(p.input[0]).astype(np.float64)
+            s = self.index.const(p.input[1]).astype(np.float64)
+            z = self.index.const(p.input[2]).astype(np.float64) if len(p.input) > 2 and p.input[2] else 0.0
+            axis = attr(p, "axis", 1)
+            if np.ndim(s) == 1 and q.ndim > 1:
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                s, z = np.reshape(s, shape), np.reshape(z, shape) if np.ndim(z) else z
+            return (q - z) * s
+        return self.index.const(tensor)
 
-    kernels: list[Kernel] = []
-    made_by: dict[str, str] = {}  # tensor -> op of the kernel that writes it
-    boundary: list[str] = []
-    absorbed: set[str] = set()
-    real_ops = [n for n in model.graph.node if n.op_type not in _QDQ and n.op_type != "Constant"]
-    quantized = any(n.op_type == "DequantizeLinear" and n.input[0] not in consts for n in model.graph.node)
-    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if len(t.dims) >= 1 and _is_weight(t, model))
-    macs = 0
+    def only_quantized_out(self, tensor: str) -> bool:
+        """Every reader of ``tensor`` is a QuantizeLinear (the op's result is requantized)."""
+        users = self.consumers.get(tensor, [])
+        return bool(users) and tensor not in self.graph_outputs and all(u.op_type == "QuantizeLinear" for u in users)
 
-    for node in real_ops:
-        if name(node) in absorbed:
-            continue
-        if node.op_type not in _SUPPORTED:
-            raise OplatError(
-                f"node {name(node)!r} is a {node.op_type}, which oplat cannot price (it prices "
-                f"{', '.join(_SUPPORTED)} and their QDQ INT8 forms); replace it or extend oplat's op vocabulary"
-            )
-        acts = [i for i in node.input if i and const_value(i) is None]
-        precision = "int8" if quantized and acts and all(is_dequantized(i) for i in acts) else "fp32"
-        in_shape = shapes.get(acts[0], ()) if acts else ()
+    # ------------------------------------------------------------------ reading
+    def read(self) -> NetGraph:
+        self._check_readable()
+        kernels: list[Kernel] = []
+        made_by: dict[str, str] = {}  # tensor -> op of the kernel that writes it
+        absorbed: set[str] = set()  # nodes (real ops and Q/DQ) some kernel stands for
+        macs = 0
+        for node in self.model.graph.node:
+            if node.op_type in _QDQ or node.op_type == "Constant" or self.name(node) in absorbed:
+                continue
+            kernel, members = self._kernel(node)
+            absorbed.update(members)
+            acts = [i for i in node.input if i and self.const_value(i) is None]
+            after = tuple(made_by[t] for t in (self.real_source(i) for i in acts) if t in made_by)
+            kernel = Kernel(kernel.spec, kernel.nodes, kernel.note, after, tuple(members), kernel.inputs, kernel.outputs)
+            kernels.append(kernel)
+            macs += kernel.spec.macs
+            for o in kernel.outputs:
+                made_by[o] = kernel.spec.op
+                made_by[self.real_source(o)] = kernel.spec.op
+        boundary = self._boundary()
+        kernels += self._interior_qdq(absorbed | set(boundary))
+        if self.problems:
+            raise OplatError("this network cannot be read: " + "; ".join(self.problems))
+        numel = lambda t: int(np.prod(self.shapes[t])) if t in self.shapes else 0  # noqa: E731
+        return NetGraph(
+            graph=self.g,
+            kernels=kernels,
+            input_elements=sum(numel(t) for t in self.graph_inputs),
+            output_elements=sum(numel(t) for t in self.graph_outputs),
+            boundary_nodes=boundary,
+            params=sum(int(np.prod(t.dims)) for t in self.model.graph.initializer if len(t.dims) >= 1 and _is_weight(t, self.model)),
+            macs=macs,
+            peak_activation_bytes=_peak_activation_bytes(self.model, self.index),
+            precision=self._precision(),
+            batch=int((self.shapes.get(self.graph_inputs[0]) or (1,))[0] or 1) if self.graph_inputs else 1,
+        )
+
+    def _precision(self) -> str:
+        if self.quantized:
+            return "int8"
+        elems = {self.index.elem.get(t) for t in self.graph_inputs}
+        return "fp16" if onnx.TensorProto.FLOAT16 in elems else "fp32"
+
+    def _check_readable(self) -> None:
+        for name in self.graph_inputs + self.graph_outputs:
+            elem = self.index.elem.get(name)
+            if elem is not None and elem_name(elem) not in ACTIVATION_ELEMS:
+                self.problems.append(
+                    f"graph {'input' if name in self.graph_inputs else 'output'} {name!r} is {elem_name(elem)}; "
+                    f"oplat prices networks on {', '.join(ACTIVATION_ELEMS)} tensors"
+                )
+        for node in self.model.graph.node:
+            if node.domain not in ("", "ai.onnx"):
+                self.problems.append(f"node {self.name(node)!r} is {node.domain}.{node.op_type}, outside the ONNX default domain")
+            elif any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+                self.problems.append(f"node {self.name(node)!r} ({node.op_type}) holds a sub-graph (control flow)")
+        if self.problems:
+            raise OplatError("this network cannot be read: " + "; ".join(self.problems))
+
+    def _boundary(self) -> list[str]:
+        """Quantize of a graph input and Dequantize to a graph output: composition's work."""
+        out = []
+        for node in self.model.graph.node:
+            if node.op_type == "QuantizeLinear" and node.input[0] in self.graph_inputs:
+                out.append(self.name(node))
+            if node.op_type == "DequantizeLinear" and node.output[0] in self.graph_outputs:
+                out.append(self.name(node))
+        return out
+
+    # ------------------------------------------------------------------ one kernel
+    def _group(self, node: onnx.NodeProto) -> tuple[list[onnx.NodeProto], bool]:
+        """The real ops of the kernel that starts at ``node`` (a conv with the activation
+        fused into it) and whether the runtime runs them on quantized data."""
+        ops = [node]
+        if node.op_type == "Conv":
+            follow = _single_consumer_through_qdq(node.output[0], self.consumers)
+            if follow is not None and follow.op_type in _FUSED_ACTIVATIONS:
+                ops.append(follow)
+        acts = [i for i in node.input if i and self.const_value(i) is None]
+        int8 = self.quantized and bool(acts) and all(self.is_dequantized(i) for i in acts) and self.only_quantized_out(ops[-1].output[0])
+        if int8 and len(ops) == 2 and not self.only_quantized_out(node.output[0]):
+            ops = ops[:1]  # Conv → Relu with no requantize between: keep the conv's own group
+            int8 = self.only_quantized_out(node.output[0])
+        return ops, int8
+
+    def _members(self, ops: list[onnx.NodeProto], int8: bool) -> tuple[list[str], list[str], list[str]]:
+        """(every ONNX node of the kernel, its input tensors, its output tensors)."""
+        members = [self.name(n) for n in ops]
+        inputs: list[str] = []
+        for index, node in enumerate(ops):
+            for slot, t in enumerate(node.input):
+                if not t or (index > 0 and slot == 0):
+                    continue
+                p = self.producer.get(t)
+                if p is not None and p.op_type == "DequantizeLinear" and (int8 or p.input[0] in self.consts):
+                    members.append(self.name(p))  # the group's own dequantize (activation or weight)
+                    if p.input[0] not in self.consts:
+                        inputs.append(p.input[0])
+                elif self.const_value(t) is None and index == 0:
+                    inputs.append(t)
+        if len(ops) == 2:  # Q→DQ between the conv and its activation belong to the kernel
+            q = self.consumers.get(ops[0].output[0], [])
+            if q and q[0].op_type == "QuantizeLinear":
+                members.append(self.name(q[0]))
+                members += [self.name(d) for d in self.consumers.get(q[0].output[0], [])]
+        outputs = list(ops[-1].output)
+        if int8:
+            qs = self.consumers.get(ops[-1].output[0], [])
+            members += [self.name(q) for q in qs]
+            outputs = [q.output[0] for q in qs]
+        unique = lambda items: list(dict.fromkeys(items))  # noqa: E731 (a tensor read twice is one input)
+        return unique(members), unique(inputs), unique(outputs)
+
+    def _kernel(self, node: onnx.NodeProto) -> tuple[Kernel, list[str]]:
+        ops, int8 = self._group(node)
+        members, inputs, outputs = self._members(ops, int8)
+        precision = "int8" if int8 else self._float_precision(node)
+        builtin = self._builtin(ops, precision)
+        if builtin is not None:
+            spec, note = builtin
+            return Kernel(spec, tuple(self.name(n) for n in ops), note, (), (), tuple(inputs), tuple(outputs)), members
+        spec = self._node_spec(ops, inputs, outputs, precision)
+        return Kernel(spec, tuple(self.name(n) for n in ops), "", (), (), tuple(inputs), tuple(outputs)), members
+
+    def _builtin(self, ops: list[onnx.NodeProto], precision: str) -> tuple[OpSpec, str] | None:
+        """The built-in family kernel (OpSpec) these ops are, with a note on any
+        approximation; None when they are not one (then they are a NodeSpec)."""
+        node = ops[0]
+        acts = [i for i in node.input if i and self.const_value(i) is None]
+        in_shape = self.shapes.get(acts[0], ()) if acts else ()
         if len(in_shape) != 4 or 0 in in_shape:
-            raise OplatError(f"node {name(node)!r} ({node.op_type}) has input shape {in_shape}; oplat prices static N,C,H,W tensors")
+            return None
         n_, c, h, w = in_shape
-        note = ""
-        nodes = [name(node)]
         op = node.op_type
         if op == "Conv":
-            weight = const_value(node.input[1])
-            if weight is None:
-                raise OplatError(f"conv {name(node)!r} has weights computed at run time; oplat prices constant-weight convs")
-            c_out, c_in_g, kh, kw = weight.shape
-            group = attr(node, "group", 1)
-            strides = attr(node, "strides", [1, 1])
-            if group != 1 or kh != kw or list(strides) != [1, 1]:
-                raise OplatError(
-                    f"conv {name(node)!r} (group={group}, kernel {kh}×{kw}, strides {list(strides)}) is not a plain "
-                    "stride-1 square conv; oplat's op sets only hold those"
-                )
-            macs += n_ * c_out * h * w * c * kh * kw
-            op_name = "conv"
-            out = node.output[0]
-            follow = _single_consumer_through_qdq(out, consumers)
-            if follow is not None and follow.op_type == "Relu":
-                op_name = "conv+relu"
-                nodes.append(name(follow))
-                absorbed.add(name(follow))
-            spec = OpSpec(op_name, c, h, w, n=n_, c_out=int(c_out), kernel=int(kh), precision=precision)
-        elif op == "Relu":
-            spec = OpSpec("relu", c, h, w, n=n_, precision=precision)
-        elif op == "Add":
-            shapes_in = [shapes.get(i) for i in node.input]
-            if len(set(shapes_in)) != 1:
-                raise OplatError(f"add {name(node)!r} broadcasts {shapes_in}; oplat prices same-shape adds")
-            spec = OpSpec("add", c, h, w, n=n_, precision=precision)
-        elif op == "Concat":
-            axis = attr(node, "axis")
-            chans = [shapes[i][1] for i in node.input]
-            if axis not in (1, -3):
-                raise OplatError(f"concat {name(node)!r} along axis {axis}; oplat prices channel concats")
-            if len(set(chans)) != 1:
-                note = f"inputs of {chans} channels priced as {len(chans)}×{round(sum(chans) / len(chans))}"
-            spec = OpSpec("concat", max(1, round(sum(chans) / len(chans))), h, w, n=n_, arity=len(chans), precision=precision)
-        elif op == "Resize":
-            mode = attr(node, "mode", b"nearest")
+            return self._builtin_conv(ops, precision, in_shape)
+        if len(ops) > 1:
+            return None
+        kw = dict(n=n_, precision=precision)
+        if op == "Relu":
+            return OpSpec("relu", c, h, w, **kw), ""
+        if op == "Add":
+            if len(acts) != 2 or len({self.shapes.get(i) for i in acts}) != 1:
+                return None  # a broadcast or a constant operand: a node kernel
+            return OpSpec("add", c, h, w, **kw), ""
+        if op == "Concat":
+            if attr(node, "axis") not in (1, -3) or len(acts) != len(node.input) or len(acts) < 2:
+                return None
+            chans = [self.shapes[i][1] for i in acts]
+            note = f"inputs of {chans} channels priced as {len(chans)}×{round(sum(chans) / len(chans))}" if len(set(chans)) != 1 else ""
+            return OpSpec("concat", max(1, round(sum(chans) / len(chans))), h, w, arity=len(chans), **kw), note
+        if op == "Resize":
+            mode = attr(node, "mode", "nearest")
             mode = mode.decode() if isinstance(mode, bytes) else mode
-            out_shape = shapes.get(node.output[0])
-            scale = out_shape[2] // h if out_shape and out_shape[2] % h == 0 else None
-            if scale is None or out_shape[3] != w * scale:
-                raise OplatError(f"resize {name(node)!r} is not an integer upscale ({in_shape} → {out_shape})")
-            spec = OpSpec("resize", c, h, w, n=n_, mode="bilinear" if mode == "linear" else mode, scale=scale, precision=precision)
-        elif op == "Clip":
-            lo = const_value(node.input[1]) if len(node.input) > 1 and node.input[1] else attr(node, "min", None)
-            hi = const_value(node.input[2]) if len(node.input) > 2 and node.input[2] else attr(node, "max", None)
-            spec = OpSpec("clip", c, h, w, n=n_, lo=float(lo if lo is not None else -np.inf), hi=float(hi if hi is not None else np.inf), precision=precision)
-        else:  # DepthToSpace
-            block = attr(node, "blocksize")
-            spec = OpSpec("depth_to_space", c, h, w, n=n_, block=int(block), precision=precision)
-        after = tuple(made_by[t] for t in (real_source(i) for i in acts) if t in made_by)
-        kernels.append(Kernel(spec, tuple(nodes), note, after))
-        last = follow if spec.op == "conv+relu" else node
-        for o in last.output:
-            made_by[o] = spec.op
+            out_shape = self.shapes.get(node.output[0])
+            if mode not in ("nearest", "linear") or not out_shape or out_shape[2] % h or out_shape[2] // h < 2:
+                return None
+            scale = out_shape[2] // h
+            if out_shape[3] != w * scale:
+                return None
+            return OpSpec("resize", c, h, w, mode="bilinear" if mode == "linear" else mode, scale=scale, **kw), ""
+        if op == "Clip":
+            lo = self.const_value(node.input[1]) if len(node.input) > 1 and node.input[1] else attr(node, "min", None)
+            hi = self.const_value(node.input[2]) if len(node.input) > 2 and node.input[2] else attr(node, "max", None)
+            lo = float(lo if lo is not None else -np.inf)
+            hi = float(hi if hi is not None else np.inf)
+            return (OpSpec("clip", c, h, w, lo=lo, hi=hi, **kw), "") if lo < hi else None
+        if op == "DepthToSpace":
+            block = int(attr(node, "blocksize"))
+            if c % (block * block) or block < 2:
+                return None
+            return OpSpec("depth_to_space", c, h, w, block=block, **kw), ""
+        return None
 
-    for node in model.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] in graph_inputs:
-            boundary.append(name(node))
-        if node.op_type == "DequantizeLinear" and node.output[0] in graph_outputs:
-            boundary.append(name(node))
+    def _builtin_conv(self, ops, precision, in_shape) -> tuple[OpSpec, str] | None:
+        node = ops[0]
+        n_, c, h, w = in_shape
+        weight = self.const_value(node.input[1]) if len(node.input) > 1 else None
+        if weight is None or weight.ndim != 4:
+            return None
+        c_out, _, kh, kw = weight.shape
+        plain = (
+            attr(node, "group", 1) == 1 and kh == kw and kh % 2 == 1
+            and list(attr(node, "strides", [1, 1])) == [1, 1]
+            and list(attr(node, "dilations", [1, 1])) == [1, 1]
+            and self.shapes.get(node.output[0], ())[2:] == (h, w)  # "same" padding
+        )
+        if not plain or (len(ops) == 2 and ops[1].op_type != "Relu"):
+            return None  # grouped, strided, dilated, padded otherwise, or another activation: a node kernel
+        op = "conv+relu" if len(ops) == 2 else "conv"
+        return OpSpec(op, c, h, w, n=n_, c_out=int(c_out), kernel=int(kh), precision=precision), ""
 
-    numel = lambda t: int(np.prod(shapes[t])) if t in shapes else 0  # noqa: E731
-    return NetGraph(
-        graph=g,
-        kernels=kernels,
-        input_elements=sum(numel(t) for t in graph_inputs),
-        output_elements=sum(numel(t) for t in graph_outputs),
-        boundary_nodes=boundary,
-        params=params,
-        macs=macs,
-        peak_activation_bytes=_peak_activation_bytes(model, index),
-        precision="int8" if quantized else "fp32",
-    )
+    def _float_precision(self, node: onnx.NodeProto) -> str:
+        elems = {self.index.elem.get(t) for t in node.input if t and t in self.index.elem and t not in self.consts}
+        return "fp16" if onnx.TensorProto.FLOAT16 in elems else "fp32"
+
+    def _node_spec(self, ops, inputs, outputs, precision) -> NodeSpec:
+        def tensor(t: str) -> dict:
+            shape = list(self.shapes.get(t, ()))
+            if not shape or 0 in shape:
+                self.problems.append(f"tensor {t!r} has no static shape ({shape or 'unknown'}); export the network with fixed input sizes")
+            return {"shape": shape, "elem": elem_name(self.index.elem.get(t, 1))}
+
+        consts = []
+        for index, node in enumerate(ops):
+            for slot, t in enumerate(node.input):
+                if index > 0 and slot == 0:
+                    continue
+                if not t:
+                    consts.append({"op": index, "slot": slot, "empty": True})
+                    continue
+                p = self.producer.get(t)
+                if p is not None and p.op_type == "DequantizeLinear" and p.input[0] in self.consts:
+                    q = self.consts[p.input[0]]
+                    consts.append({"op": index, "slot": slot, "shape": list(q.dims), "elem": elem_name(q.data_type), "q": True})
+                    continue
+                value = self.index.const(t)
+                if value is None:
+                    continue
+                entry = {"op": index, "slot": slot, "shape": list(value.shape), "elem": elem_name(self.index.elem.get(t, 1))}
+                if value.size <= SMALL_CONST:
+                    entry["value"] = [canonical(v) for v in value.reshape(-1).tolist()]
+                consts.append(entry)
+        attrs = tuple({a.name: canonical(onnx.helper.get_attribute_value(a)) for a in node.attribute} for node in ops)
+        return NodeSpec(
+            ops=tuple(n.op_type for n in ops),
+            attrs=attrs,
+            inputs=tuple(tensor(t) for t in inputs),
+            consts=tuple(consts),
+            slots=tuple(len(n.input) for n in ops),
+            precision=precision,
+            outputs=tuple(tensor(t) for t in outputs),
+        )
+
+    def _interior_qdq(self, taken: set[str]) -> list[Kernel]:
+        """Quantize / Dequantize nodes no int8 kernel absorbs and no boundary owns: a float
+        island's requantization, priced as kernels of their own."""
+        out = []
+        for node in self.model.graph.node:
+            if node.op_type not in _QDQ or self.name(node) in taken or node.input[0] in self.consts:
+                continue
+            spec = self._node_spec([node], [node.input[0]], [node.output[0]], "fp32")
+            out.append(Kernel(spec, (self.name(node),), "", (), (self.name(node),), (node.input[0],), (node.output[0],)))
+        return out
+#: Inputs (by op type, slot) that hold learned parameters.
+_PARAM_SLOTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "PRelu": (1,),
+                "BatchNormalization": (1, 2), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2)}
 
 
 def _is_weight(init: onnx.TensorProto, model: onnx.ModelProto) -> bool:
-    """Conv weights and biases count as parameters; QDQ scales and zero points do not."""
+    """Weights and biases count as parameters; QDQ scales and zero points do not."""
     users = [n for n in model.graph.node if init.name in n.input]
     for n in users:
-        if n.op_type == "Conv" and list(n.input).index(init.name) in (1, 2):
+        if any(list(n.input)[slot] == init.name for slot in _PARAM_SLOTS.get(n.op_type, ()) if slot < len(n.input)):
             return True
         if n.op_type == "DequantizeLinear" and n.input[0] == init.name:
             return True

@@ -113,6 +113,10 @@ def spec_bytes(spec) -> int:
     ``int8`` models keep a float copy of the input and output at their boundary (the
     QDQ form takes and returns float tensors), so they count at 4 bytes too.
     """
+    if spec.op == "onnx":  # any ONNX kernel: its inputs, constants and outputs, at 4 bytes
+        shapes = [i["shape"] for i in spec.inputs] + [c.get("shape", []) for c in spec.consts if not c.get("empty")]
+        shapes += [o["shape"] for o in spec.outputs]
+        return 4 * sum(_prod(s) for s in shapes)
     numel = 0
     for shape in spec.input_shapes:
         numel += _prod(shape)

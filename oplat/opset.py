@@ -17,6 +17,7 @@ Every problem names the file, the entry and the field.
 from __future__ import annotations
 
 import itertools
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,19 @@ from pathlib import Path
 from oplat.data import builtin_files
 from oplat.errors import OplatError
 from oplat.paths import check_plain_name
-from oplat.spec import OpSpec
+from oplat.build import OPSET as OPSET_VERSION
+from oplat.build import complete_nodespec
+from oplat.nodespec import NodeSpec
+from oplat.spec import OPS, OpSpec
 
-__all__ = ["OpSet", "load_opset", "builtin_opsets"]
+__all__ = ["OpSet", "load_opset", "builtin_opsets", "opset_toml"]
 
 _TOP_KEYS = {"name", "description", "precisions", "hw", "entry"}
-_ENTRY_KEYS = {"op", "c", "channels", "c_out", "kernel", "arity", "mode", "scale", "block", "lo", "hi", "hw", "precision"}
+_ENTRY_KEYS = {"op", "c", "channels", "c_out", "kernel", "arity", "mode", "scale", "block", "lo", "hi", "hw", "n", "precision"}
+#: Fields of an entry naming any ONNX op (see the module docstring).
+_GENERIC_KEYS = {"op", "inputs", "consts", "attrs", "slots", "precision", "outputs"}
+#: Element type of a generic entry's activation inputs, by precision.
+_INPUT_ELEM = {"fp32": "float", "fp16": "float16", "int8": "uint8"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,8 @@ def load_opset(name_or_path: str, *, precisions: list[str] | None = None) -> OpS
     seen: set[str] = set()
     for index, entry in enumerate(entries, start=1):
         where = f"{source}: entry {index}" + (f" ({entry.get('op')})" if isinstance(entry, dict) and "op" in entry else "")
-        for spec in _expand(entry, where, default_prec, default_hw):
+        expand = _expand_generic if isinstance(entry, dict) and _is_generic(entry.get("op")) else _expand
+        for spec in expand(entry, where, default_prec, default_hw):
             if precisions is not None and spec.precision not in precisions:
                 continue
             if spec.key not in seen:
@@ -90,6 +99,67 @@ def load_opset(name_or_path: str, *, precisions: list[str] | None = None) -> OpS
     if precisions is not None and not specs:
         raise OplatError(f"{source}: no entries with precision {', '.join(precisions)}")
     return OpSet(name=name, description=str(doc.get("description", "")), specs=tuple(specs), source=source)
+
+
+def _is_generic(op: object) -> bool:
+    """An entry whose op is an ONNX op type (``PRelu``, ``Conv+LeakyRelu``), not a built-in family."""
+    return isinstance(op, str) and op not in OPS and op[:1].isupper()
+
+
+def _expand_generic(entry: dict, where: str, default_prec: list, default_hw: object) -> list:
+    """A generic entry → NodeSpecs (one per precision), checked against ONNX's op schemas
+    and shape inference."""
+    import onnx
+
+    unknown = sorted(set(entry) - _GENERIC_KEYS)
+    if unknown:
+        raise OplatError(f"{where}: unknown field(s) {', '.join(unknown)} for an ONNX op entry; allowed: {', '.join(sorted(_GENERIC_KEYS))}")
+    ops = tuple(entry["op"].split("+"))
+    for op in ops:
+        try:
+            schema = onnx.defs.get_schema(op, max_inclusive_version=OPSET_VERSION)
+        except Exception:
+            raise OplatError(f"{where}: field op: {op!r} is not an ONNX operator (see onnx's operator list)") from None
+    attrs = entry.get("attrs", {})
+    attrs = attrs if isinstance(attrs, list) else [attrs] + [{}] * (len(ops) - 1)
+    if len(attrs) != len(ops) or not all(isinstance(a, dict) for a in attrs):
+        raise OplatError(f"{where}: field attrs must be a table (or one table per op of {'+'.join(ops)})")
+    for op, a in zip(ops, attrs):
+        known = set(onnx.defs.get_schema(op, max_inclusive_version=OPSET_VERSION).attributes)
+        bad = sorted(set(a) - known)
+        if bad:
+            raise OplatError(f"{where}: field attrs: {op} has no attribute {', '.join(bad)} (it has: {', '.join(sorted(known)) or 'none'})")
+    inputs = entry.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(
+        isinstance(shape, list) and shape and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape) for shape in inputs
+    ):
+        raise OplatError(f"{where}: field inputs must be a list of shapes of positive integers, e.g. [[1, 16, 360, 640]]")
+    consts = entry.get("consts", [])
+    if not isinstance(consts, list) or not all(isinstance(c, dict) and "slot" in c for c in consts):
+        raise OplatError(f"{where}: field consts must be a list of tables with slot and shape (or value), e.g. [{{slot = 1, shape = [16, 1, 1]}}]")
+    out = []
+    for precision in _as_list(entry.get("precision", default_prec)):
+        if precision not in _INPUT_ELEM:
+            raise OplatError(f"{where}: field precision: {precision!r}; an ONNX op entry takes {', '.join(_INPUT_ELEM)}")
+        const_specs = []
+        for c in consts:
+            c = {"op": 0, **c}
+            if "value" in c and "shape" not in c:
+                c["shape"] = [len(_as_list(c["value"]))]
+            c.setdefault("elem", "float16" if precision == "fp16" and not c.get("q") else "float")
+            const_specs.append(c)
+        slots = entry.get("slots") or [max([len(inputs)] * (i == 0) + [c["slot"] + 1 for c in const_specs if c["op"] == i] + [1]) for i in range(len(ops))]
+        try:
+            spec = NodeSpec(
+                ops=ops, attrs=tuple(attrs),
+                inputs=tuple({"shape": list(shape), "elem": _INPUT_ELEM[precision]} for shape in inputs),
+                consts=tuple(const_specs), slots=tuple(slots), precision=precision,
+            )
+            spec = complete_nodespec(spec)
+        except OplatError as exc:
+            raise OplatError(f"{where}: {exc}") from None
+        out.append(spec)
+    return out
 
 
 def _as_list(value: object) -> list:
@@ -146,3 +216,45 @@ def _expand(entry: object, where: str, default_prec: list, default_hw: object) -
             except TypeError as exc:
                 raise OplatError(f"{where}: {exc}") from None
     return specs
+
+
+# ---------------------------------------------------------------------- writing
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if not isinstance(value, float) or value == value and abs(value) != float("inf") else (
+            "nan" if value != value else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _entry_fields(spec) -> dict:
+    if isinstance(spec, NodeSpec):
+        fields = {"op": spec.kind, "inputs": [i["shape"] for i in spec.inputs]}
+        if spec.consts:
+            fields["consts"] = [c for c in spec.consts]
+        if any(spec.attrs):
+            fields["attrs"] = list(spec.attrs) if len(spec.attrs) > 1 else spec.attrs[0]
+        fields["slots"] = list(spec.slots)
+        fields["precision"] = spec.precision
+        return fields
+    fields = {k: v for k, v in spec.as_dict().items() if k not in ("h", "w", "layout")}
+    fields["hw"] = [[spec.h, spec.w]]
+    return fields
+
+
+def opset_toml(name: str, specs, *, description: str = "") -> str:
+    """An op-set file that measures exactly ``specs`` (``predict --missing-opset``)."""
+    lines = [f"name = {_toml_value(name)}", f"description = {_toml_value(description)}", ""]
+    for spec in specs:
+        lines.append(f"# {spec.label()}")
+        lines.append("[[entry]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in _entry_fields(spec).items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -40,6 +40,7 @@ import numpy as np
 
 from oplat.errors import OplatError
 from oplat.graph import Kernel, NetGraph, net_graph
+from oplat.nodespec import NodeSpec
 from oplat.records import Composition, CompositionFile, FusionVerdict, Row
 from oplat.spec import OpSpec
 from oplat.table import read_table
@@ -48,6 +49,7 @@ __all__ = [
     "Composition",
     "DEFAULT_STAT",
     "KernelCost",
+    "MissingKernels",
     "STATS",
     "Prediction",
     "Predictor",
@@ -95,6 +97,11 @@ class Prediction:
     stat: str = DEFAULT_STAT
 
     @property
+    def fps(self) -> float:
+        """Throughput: the network's batch of images per second at the predicted latency."""
+        return self.net.batch * 1000.0 / self.total_ms if self.total_ms > 0 else 0.0
+
+    @property
     def features(self) -> dict[str, float]:
         return {"compute_ms": self.compute_ms, "layout_ms": self.layout_ms, "boundary_melem": self.boundary_melem}
 
@@ -105,8 +112,12 @@ class Prediction:
 
 
 def _family(spec: OpSpec) -> tuple:
-    """Rows of one family can stand in for each other (scaled by work)."""
-    return (spec.op, spec.kernel, spec.precision, spec.mode, spec.scale, spec.block, spec.arity if spec.op == "concat" else None)
+    """Rows of one family can stand in for each other (scaled by work). Convs are split
+    by output-channel alignment: runtimes run odd channel counts 2–3× slower per MAC
+    (ORT INT8 27- vs 28-channel), so an aligned conv is never priced from odd rows."""
+    aligned = (spec.c_out % 4 == 0) if spec.c_out else None
+    return (spec.op, spec.kernel, spec.precision, spec.mode, spec.scale, spec.block,
+            spec.arity if spec.op == "concat" else None, aligned)
 
 
 def _work(spec: OpSpec) -> float:
@@ -114,8 +125,42 @@ def _work(spec: OpSpec) -> float:
 
 
 def _position(spec: OpSpec) -> np.ndarray:
+    """Where a spec sits among its family: log2 of channels in and out, of the side of
+    the image, and of the batch (one unit = a factor of 2)."""
     c_out = spec.c_out or spec.c
-    return np.array([math.log2(spec.c), math.log2(c_out), 0.5 * math.log2(spec.h * spec.w)])
+    return np.array([math.log2(spec.c), math.log2(c_out), 0.5 * math.log2(spec.h * spec.w), math.log2(spec.n)])
+
+
+#: A neighbour estimate from rows further than this (in _position units: factors of 2)
+#: is flagged with its distance; beyond _REFUSE_DISTANCE it is refused with the entry to add.
+_FLAG_DISTANCE = 1.0
+_REFUSE_DISTANCE = 2.0
+
+
+class MissingKernels(OplatError):
+    """Kernels of a network the table cannot price, all of them (``missing``: (kernel, why))."""
+
+    def __init__(self, source: str, missing: list[tuple[Kernel, str]]):
+        self.missing = missing
+        distinct: dict[str, list] = {}
+        for kernel, why in missing:
+            distinct.setdefault(kernel.spec.key, [kernel.spec, why, []])[2].append("+".join(kernel.nodes))
+        self.specs = [spec for spec, _, _ in distinct.values()]
+        listing = "; ".join(f"{spec.label()} at {', '.join(nodes)}: {why}" for spec, why, nodes in distinct.values())
+        super().__init__(
+            f"the table {source} cannot price {len(missing)} kernel{'s' if len(missing) != 1 else ''} "
+            f"({len(distinct)} distinct) of this network: {listing}. Measure them all at once with "
+            "`oplat measure --model NET.onnx --out TABLE`, or write the op-set entries with "
+            "`oplat predict NET.onnx --table TABLE --missing-opset FILE.toml`"
+        )
+
+
+class _Missing(OplatError):
+    """One kernel the table cannot price (``predict`` collects them into MissingKernels)."""
+
+    def __init__(self, why: str):
+        super().__init__(f"the table cannot price this kernel: {why}")
+        self.why = why
 
 
 class Predictor:
@@ -145,7 +190,8 @@ class Predictor:
         self.measured_between = measured_between
         self._families: dict[tuple, list[tuple[OpSpec, Row]]] = {}
         for row in self.rows.values():
-            self._families.setdefault(_family(row.spec), []).append((row.spec, row))
+            if isinstance(row.spec, OpSpec):  # node kernels are priced by exact signature only
+                self._families.setdefault(_family(row.spec), []).append((row.spec, row))
 
     @classmethod
     def from_table(cls, path: str | Path, stat: str | None = None) -> Predictor:
@@ -208,18 +254,27 @@ class Predictor:
         if found:
             compute, layout = self._times(found[0])
             return KernelCost(kernel, compute, layout, "measured", found[0].label)
+        if isinstance(spec, NodeSpec):  # any other op: priced by its exact signature only
+            failed = self.failed.get(spec.key)
+            raise _Missing(f"its row says {failed.status}: {failed.message}" if failed else "no row of this exact kernel")
         family = self._families.get(_family(spec), [])
         for twin in spec.twins:
             family = family or self._families.get(_family(twin), [])
         if not family:
-            failed = [r for r in self.failed.values() if _family(r.spec) == _family(spec)]
+            failed = [r for r in self.failed.values() if isinstance(r.spec, OpSpec) and _family(r.spec) == _family(spec)]
             why = f" (its rows say {failed[0].status}: {failed[0].message})" if failed else ""
-            raise OplatError(
-                f"the table {self.source or ''} has no {spec.precision} {_family_name(spec)} rows{why}; "
-                f"add an [[entry]] with op = \"{spec.op}\"{_family_fields(spec)} to the op set and run `oplat measure`"
+            raise _Missing(
+                f"no {spec.precision} {_family_name(spec)} rows{why}; add an [[entry]] with "
+                f"op = \"{spec.op}\"{_family_fields(spec)} to the op set"
             )
         here = _position(spec)
         dists = np.array([np.linalg.norm(_position(s) - here) for s, _ in family])
+        if dists.min() > _REFUSE_DISTANCE:
+            nearest = family[int(np.argmin(dists))][1].label
+            raise _Missing(
+                f"the nearest measured row ({nearest}) is {2 ** dists.min():.1f}× away, too far to extrapolate; "
+                f"add an [[entry]] with op = \"{spec.op}\"{_family_fields(spec)} to the op set"
+            )
         order = np.argsort(dists)[:_NEIGHBOURS]
         weights = 1.0 / (dists[order] + 0.05)
         per_work_c = np.array([self._times(family[i][1])[0] / _work(family[i][0]) for i in order])
@@ -228,13 +283,22 @@ class Predictor:
         compute = float(np.dot(weights, per_work_c) / weights.sum() * work)
         layout = float(np.dot(weights, per_work_l) / weights.sum() * work)
         basis = "from " + ", ".join(family[i][1].label for i in order)
+        if dists.min() > _FLAG_DISTANCE:
+            basis += f" (EXTRAPOLATED: the nearest row is {2 ** dists.min():.1f}× away)"
         return KernelCost(kernel, compute, layout, "predicted", basis)
 
     # ------------------------------------------------------------------ networks
     def predict(self, model_or_net) -> Prediction:
         """Predict an ONNX model (or an already read NetGraph)."""
         net = model_or_net if isinstance(model_or_net, NetGraph) else net_graph(model_or_net)
-        costs = [self.kernel_cost(k) for k in net.kernels]
+        costs, missing = [], []
+        for kernel in net.kernels:
+            try:
+                costs.append(self.kernel_cost(kernel))
+            except _Missing as exc:
+                missing.append((kernel, exc.why))
+        if missing:
+            raise MissingKernels(self.source or "(in memory)", missing)
         compute = sum(c.compute_ms for c in costs)
         layout = sum(c.layout_ms for c in costs)
         boundary = (net.input_elements + net.output_elements) / 1e6
@@ -276,6 +340,8 @@ def _family_fields(spec: OpSpec) -> str:
     if spec.c_out:
         parts.append(f"c_out = {spec.c_out}")
     parts.append(f"hw = [[{spec.h}, {spec.w}]]")
+    if spec.n != 1:
+        parts.append(f"n = {spec.n}")
     parts.append(f'precision = "{spec.precision}"')
     return (", " + ", ".join(parts)) if parts else ""
 

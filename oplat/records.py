@@ -32,7 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from oplat.errors import OplatError
+from oplat.nodespec import NodeSpec
 from oplat.spec import OpSpec
+
+
+def spec_from_dict(data: dict) -> OpSpec | NodeSpec:
+    """A row's spec: a built-in family kernel, or (``op = "onnx"``) any ONNX kernel."""
+    return NodeSpec.from_dict(data) if data.get("op") == "onnx" else OpSpec.from_dict(data)
 
 __all__ = [
     "COMPOSE_SCHEMA_VERSION",
@@ -46,6 +52,7 @@ __all__ = [
     "NetworkTiming",
     "Row",
     "Stats",
+    "spec_from_dict",
 ]
 
 #: Version of a table row's layout.
@@ -181,7 +188,7 @@ class Row:
     """
 
     key: str
-    spec: OpSpec
+    spec: OpSpec | NodeSpec
     status: str
     device: dict
     stats: Stats | None = None
@@ -210,7 +217,7 @@ class Row:
         if not isinstance(data["key"], str) or not isinstance(data["spec"], dict):
             raise _bad(where, "key must be a string and spec an object")
         try:
-            spec = OpSpec.from_dict(data["spec"])
+            spec = spec_from_dict(data["spec"])
         except (OplatError, TypeError) as exc:
             raise OplatError(f"{where}: bad spec ({exc}); remove or repair that line") from None
         if spec.key != data["key"]:
@@ -242,7 +249,7 @@ class Row:
 
     # ------------------------------------------------------------------ building
     @staticmethod
-    def _base(spec: OpSpec, opset: str, fingerprint: dict) -> dict:
+    def _base(spec: OpSpec | NodeSpec, opset: str, fingerprint: dict) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,
             "key": spec.key,
@@ -255,7 +262,7 @@ class Row:
         }
 
     @classmethod
-    def measured(cls, spec: OpSpec, opset: str, fingerprint: dict, timing, policy, profile: KernelProfile | None,
+    def measured(cls, spec: OpSpec | NodeSpec, opset: str, fingerprint: dict, timing, policy, profile: KernelProfile | None,
                  profile_error: str | None = None) -> Row:
         """An ``ok`` row from a :class:`~oplat.timing.Timing` and the optional profile."""
         data = cls._base(spec, opset, fingerprint)
@@ -278,7 +285,7 @@ class Row:
         return cls.from_json(data)
 
     @classmethod
-    def failed(cls, spec: OpSpec, opset: str, fingerprint: dict, status: str, exc: BaseException) -> Row:
+    def failed(cls, spec: OpSpec | NodeSpec, opset: str, fingerprint: dict, status: str, exc: BaseException) -> Row:
         """An ``unsupported`` / ``error`` row; toolchain failures keep their command and output tail."""
         text = str(exc).strip().splitlines()
         data = cls._base(spec, opset, fingerprint)

@@ -25,7 +25,7 @@ __all__ = [
 
 #: Operators and fused kernels oplat can build and time.
 OPS = ("conv", "conv+relu", "add", "concat", "resize", "relu", "clip", "depth_to_space")
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 RESIZE_MODES = ("nearest", "bilinear")
 LAYOUTS = ("nchw",)
 
@@ -59,7 +59,8 @@ class OpSpec:
         scale: integer upscale factor (resize).
         block: block size (depth_to_space), needs ``c % block**2 == 0``.
         lo, hi: clip range (clip), in the tensor's real-valued units.
-        precision: ``fp32`` or ``int8`` (QDQ: uint8 activations, int8 per-channel weights).
+        precision: ``fp32``, ``fp16`` (half-precision tensors and weights) or ``int8``
+            (QDQ: uint8 activations, int8 per-channel weights).
         layout: tensor layout of the model's inputs and outputs.
     """
 
@@ -212,7 +213,8 @@ class OpSpec:
             name = f"depth_to_space ×{self.block} c{self.c}"
         else:
             name = f"{self.op} c{self.c}"
-        return f"{name} {self.h}×{self.w} {self.precision}"
+        batch = f"n{self.n} " if self.n != 1 else ""
+        return f"{name} {batch}{self.h}×{self.w} {self.precision}"
 
 
 def _pos_int(value: object) -> bool:

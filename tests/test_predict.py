@@ -67,13 +67,18 @@ def test_arch_ops_match_the_graph_kernels():
     assert sorted(s.key for s in got) == sorted(s.key for s in arch_ops(SMALL, "fp32"))
 
 
-def test_unpriceable_op_is_an_error_naming_it():
+def test_an_op_the_table_lacks_is_an_error_naming_it():
+    """Any ONNX op is read (as a node kernel of its exact signature); a table without its
+    row refuses it with the node's name and the way to measure it."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
     g = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"], name="gate")], "g", [x], [y])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(OplatError, match="'gate' is a Sigmoid"):
-        net_graph(model)
+    (kernel,) = net_graph(model).kernels
+    assert kernel.spec.kind == "Sigmoid" and kernel.nodes == ("gate",)
+    relu = OpSpec("relu", 3, 8, 8)
+    with pytest.raises(OplatError, match="Sigmoid 3×8×8 fp32 at gate: no row of this exact kernel.*measure --model"):
+        Predictor([fake_row(relu, 1.0)], source="t").predict(model)
 
 
 def _rows_for(arch, precision="fp32", scale_ms=1.0):

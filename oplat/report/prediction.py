@@ -55,7 +55,7 @@ def prediction_text(pred: Prediction, *, fmt: str = "github") -> str:
     """The predicted total, the composition used, and the per-kernel breakdown table."""
     measured = sum(k.source == "measured" for k in pred.kernels)
     lines = [
-        f"predicted latency ({pred.stat}): {pred.total_ms:.2f} ms  ({composition_text(pred)})",
+        f"predicted latency ({pred.stat}): {pred.total_ms:.2f} ms, {pred.fps:.1f} fps at batch {pred.net.batch}  ({composition_text(pred)})",
         f"sum of kernel compute {pred.compute_ms:.2f} ms (lone-op reorders {pred.layout_ms:.2f} ms, not part of a network), "
         + (
             f"all {len(pred.kernels)} kernels measured"
@@ -99,6 +99,8 @@ def prediction_json(pred: Prediction, *, model: str, table: str, device: dict, m
         "device": device.get("name"),
         "table_measured_between": list(measured_between) if measured_between else None,
         "predicted_ms": pred.total_ms,
+        "batch": net.batch,
+        "fps": pred.fps,
         "stat": pred.stat,
         "calibrated": pred.calibrated,
         "compute_ms": pred.compute_ms,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from tabulate import tabulate
 
 from oplat.errors import OplatError
-from oplat.records import STATS, Row
+from oplat.records import STATS, Row, spec_from_dict
 from oplat.report.provenance import provenance_line
 from oplat.spec import PRECISIONS
 from oplat.table import TableFile
@@ -56,6 +56,8 @@ _STAT_FIELDS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms")
 def family(spec: dict) -> str:
     """The op family of a spec (``conv3x3``, ``conv+relu``, ``resize bilinear``, ``add`` …)."""
     op = spec["op"]
+    if op == "onnx":
+        return "+".join(spec.get("ops", ["onnx"]))
     if op == "conv":
         return f"conv{spec['kernel']}x{spec['kernel']}"
     if op == "resize":
@@ -100,7 +102,12 @@ def runtime_kernel(row: Row) -> str:
 
 def shape_label(spec: dict) -> str:
     """The input shape as shown: ``C×H×W``, with the input count for add and concat (``2× 8×180×320``)."""
+    if spec["op"] == "onnx":  # any ONNX kernel: its activation inputs, batch included when not 1
+        shapes = [i["shape"] for i in spec.get("inputs", [])]
+        return " + ".join("×".join(str(d) for d in (s[1:] if s and s[0] == 1 else s)) for s in shapes)
     text = f"{spec['c']}×{spec['h']}×{spec['w']}"
+    if spec.get("n", 1) != 1:
+        text = f"n{spec['n']} {text}"
     if spec.get("arity"):
         text = f"{spec['arity']}× {text}"
     elif spec["op"] == "add":
@@ -111,6 +118,8 @@ def shape_label(spec: dict) -> str:
 def op_label(spec: dict) -> str:
     """The op as shown: ``conv3x3+relu →28``, ``resize bilinear ×2``, ``clip [0, 1]``, ``add``."""
     op = spec["op"]
+    if op == "onnx":
+        return spec_from_dict(spec).label().rsplit(" ", 1)[0]  # the label less its precision column
     if op in ("conv", "conv+relu"):
         k = spec["kernel"]
         return f"{op.replace('conv', f'conv{k}x{k}')} →{spec['c_out']}"

@@ -1,0 +1,295 @@
+"""Any network, any op: node kernels, extraction, `measure --model`, all problems at once.
+
+Networks are built here from the published descriptions the tool exists for (small
+sizes so the suite stays fast): an ECBSR-style Conv+PReLU stack, a UNet-style
+MaxPool / strided-conv / ConvTranspose / skip-concat net, a classic classifier export
+(BatchNormalization, Dropout, constant sub-graphs, Gemm, Softmax), each in FP32 and as
+ONNX Runtime's QDQ INT8.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import assert_one_line_error
+from oplat.arch import ABPN, model_from_arch, quantize_qdq
+from oplat.backends.ort import exact_session
+from oplat.build import inputs_for
+from oplat.extract import extract_kernels
+from oplat.graph import net_graph
+from oplat.nodespec import NodeSpec
+from oplat.predict import MissingKernels, Predictor
+
+RNG = np.random.default_rng(0)
+
+
+def _w(name, *shape, scale=0.1):
+    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def _model(nodes, inits, in_shape, out_name, out_shape=None, extra_outputs=()):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))
+    y = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out_shape)
+    g = helper.make_graph(nodes, "net", [x], [y, *extra_outputs], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.checker.check_model(m)
+    return m
+
+
+def ecbsr(c=16, blocks=2, h=24, w=32, scale=2):
+    """ECBSR-M{blocks}C{c} deploy form: conv3x3 + PReLU stacks, conv to 3·s², depth-to-space."""
+    nodes, inits, t, cin = [], [], "x", 3
+    for i in range(blocks + 1):
+        inits += [_w(f"w{i}", c, cin, 3, 3), _w(f"b{i}", c), numpy_helper.from_array(np.full((c, 1, 1), 0.25, np.float32), f"a{i}")]
+        nodes += [helper.make_node("Conv", [t, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+                  helper.make_node("PRelu", [f"c{i}", f"a{i}"], [f"p{i}"], name=f"prelu{i}")]
+        t, cin = f"p{i}", c
+    inits += [_w("wt", 3 * scale * scale, c, 3, 3), _w("bt", 3 * scale * scale)]
+    nodes += [helper.make_node("Conv", [t, "wt", "bt"], ["tail"], name="tail", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+              helper.make_node("DepthToSpace", ["tail"], ["y"], name="d2s", blocksize=scale, mode="CRD")]
+    return _model(nodes, inits, (1, 3, h, w), "y", (1, 3, h * scale, w * scale))
+
+
+def unet(c=8, h=32, w=32):
+    """Down by MaxPool and by a stride-2 conv, up by ConvTranspose and Resize, skip concats."""
+    inits = [_w("w0", c, 3, 3, 3), _w("w1", 2 * c, c, 3, 3), _w("w2", 2 * c, 2 * c, 3, 3), _w("wt", 2 * c, c, 2, 2),
+             _w("w3", c, 2 * c, 3, 3), _w("w4", 3, 2 * c, 1, 1), numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w0"], ["e0"], name="enc0", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Relu", ["e0"], ["r0"], name="enc0_relu"),
+        n("MaxPool", ["r0"], ["m0"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        n("Conv", ["m0", "w1"], ["e1"], name="enc1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("LeakyRelu", ["e1"], ["r1"], name="enc1_act", alpha=0.2),
+        n("Conv", ["r1", "w2"], ["e2"], name="down", kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        n("Resize", ["e2", "", "scales"], ["u2"], name="up_resize", mode="nearest"),
+        n("ConvTranspose", ["u2", "wt"], ["u1"], name="up_convt", kernel_shape=[2, 2], strides=[2, 2]),
+        n("Concat", ["u1", "r0"], ["cat"], name="skip", axis=1),
+        n("Conv", ["cat", "w3"], ["d0"], name="dec0", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Concat", ["d0", "r0"], ["cat2"], name="skip2", axis=1),
+        n("Conv", ["cat2", "w4"], ["y"], name="head", kernel_shape=[1, 1]),
+    ]
+    return _model(nodes, inits, (1, 3, h, w), "y", (1, 3, h, w))
+
+
+def classifier():
+    """A classic export: BatchNormalization after conv, Dropout, a weight reshaped by a
+    constant sub-graph, Gemm, Softmax."""
+    n = helper.make_node
+    inits = [_w("w0", 8, 3, 3, 3), _w("fc_w_flat", 10 * 8 * 4 * 4),
+             numpy_helper.from_array(np.ones(8, np.float32), "g"), numpy_helper.from_array(np.zeros(8, np.float32), "bb"),
+             numpy_helper.from_array(np.zeros(8, np.float32), "mean"), numpy_helper.from_array(np.ones(8, np.float32), "var"),
+             _w("fc_b", 10)]
+    nodes = [
+        n("Conv", ["x", "w0"], ["c0"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("BatchNormalization", ["c0", "g", "bb", "mean", "var"], ["bn"], name="bn"),
+        n("Relu", ["bn"], ["r0"], name="relu"),
+        n("MaxPool", ["r0"], ["m0"], name="pool", kernel_shape=[4, 4], strides=[4, 4]),
+        n("Dropout", ["m0"], ["d0"], name="drop"),
+        n("Flatten", ["d0"], ["f0"], name="flatten"),
+        n("Constant", [], ["shape"], name="shape_const", value=numpy_helper.from_array(np.array([10, 128], np.int64))),
+        n("Reshape", ["fc_w_flat", "shape"], ["fc_w"], name="reshape_w"),
+        n("Gemm", ["f0", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+        n("Softmax", ["logits"], ["y"], name="softmax", axis=1),
+    ]
+    return _model(nodes, inits, (1, 3, 16, 16), "y", (1, 10))
+
+
+def _measure_and_predict(cli, model, tmp_path, name):
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, path)
+    table = tmp_path / f"{name}.jsonl"
+    empty = cli("predict", str(path), "--table", str(_seed_table(tmp_path)))
+    assert empty.code == 2 and "cannot price" in empty.err
+    r = cli("measure", "--model", str(path), "--out", str(table), "--quick-policy", "--no-progress")
+    assert r.code == 0, r.err
+    r = cli("predict", str(path), "--table", str(table), "--format", "json")
+    assert r.code == 0, r.err
+    return json.loads(r.out)
+
+
+def _seed_table(tmp_path):
+    """A one-row table (a relu) that prices none of the test networks."""
+    table = tmp_path / "seed.jsonl"
+    if not table.exists():
+        toml = tmp_path / "seed.toml"
+        toml.write_text('name = "seed"\nhw = [[4, 4]]\n[[entry]]\nop = "relu"\nc = 1\n')
+        from oplat.cli import main
+
+        assert main(["measure", "--opset", str(toml), "--out", str(table), "--quick-policy", "--no-progress"]) == 0
+    return table
+
+
+# ------------------------------------------------------------------ signatures
+def test_the_same_node_in_two_models_has_one_key_and_another_attribute_another():
+    a = {k.nodes: k.spec for k in net_graph(unet()).kernels}
+    b = {k.nodes: k.spec for k in net_graph(unet()).kernels}  # other weights (the generator moved on)
+    assert a == b and all(a[n].key == b[n].key for n in a)
+    assert isinstance(a[("pool",)], NodeSpec) and a[("pool",)].kind == "MaxPool"
+    other = unet()
+    for node in other.graph.node:
+        if node.name == "enc1_act":
+            node.attribute[0].f = 0.1  # LeakyRelu alpha 0.2 → 0.1
+    c = {k.nodes: k.spec for k in net_graph(other).kernels}
+    assert c[("enc1", "enc1_act")].key != a[("enc1", "enc1_act")].key
+    assert c[("pool",)].key == a[("pool",)].key
+    assert net_graph(unet(h=64, w=64)).kernels[2].spec.key != a[("pool",)].key  # another shape
+    # the strided conv, the Conv+LeakyRelu pair and ConvTranspose are node kernels, plain convs stay built-in
+    kinds = {k.nodes: getattr(k.spec, "kind", k.spec.op) for k in net_graph(unet()).kernels}
+    assert kinds[("down",)] == "Conv" and kinds[("enc1", "enc1_act")] == "Conv+LeakyRelu" and kinds[("up_convt",)] == "ConvTranspose"
+    assert kinds[("enc0", "enc0_relu")] == "conv+relu" and kinds[("skip",)] == "concat"
+
+
+def test_dilated_conv_is_its_own_kernel_not_a_plain_conv():
+    n = helper.make_node("Conv", ["x", "w"], ["y"], name="dil", kernel_shape=[3, 3], pads=[2, 2, 2, 2], dilations=[2, 2])
+    model = _model([n], [_w("w", 8, 3, 3, 3)], (1, 3, 16, 16), "y", (1, 8, 16, 16))
+    (kernel,) = net_graph(model).kernels
+    assert isinstance(kernel.spec, NodeSpec) and kernel.spec.attrs[0]["dilations"] == [2, 2]
+    assert "dilation 2×2" in kernel.spec.label()
+
+
+def test_abpn_reads_as_before():
+    net = net_graph(model_from_arch(ABPN))
+    assert net.params == 42_539 and round(net.macs / 1e9, 2) == 9.76
+    assert all(not isinstance(k.spec, NodeSpec) for k in net.kernels)
+    assert all(not isinstance(k.spec, NodeSpec) for k in net_graph(quantize_qdq(model_from_arch(ABPN))).kernels)
+
+
+# ------------------------------------------------------------------ extraction
+@pytest.mark.parametrize("make", [ecbsr, unet], ids=["ecbsr", "unet"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_cut_kernel_computes_what_it_computes_inside_the_network(make, precision):
+    model = make()
+    if precision == "int8":
+        model = quantize_qdq(model)
+    kernels = extract_kernels(model)
+    assert kernels
+    # every cut tensor, taken from the whole network on the same input
+    probe = onnx.shape_inference.infer_shapes(model)
+    names = [o for k in kernels for o in k.kernel.outputs]
+    from oplat.extract import _real_values, _typed
+
+    typed = _typed(model)
+    inside = _real_values(typed, names)
+    for km in kernels:
+        alone = exact_session(km.model).run(list(km.kernel.outputs), km.feeds)
+        for name, value in zip(km.kernel.outputs, alone):
+            np.testing.assert_array_equal(value, inside[name], err_msg=f"{km.spec.label()} ({name})")
+    assert probe is not None
+
+
+# ------------------------------------------------------------------ the three commands
+@pytest.mark.parametrize("make", [ecbsr, unet, classifier], ids=["ecbsr", "unet", "classifier"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_predict_lists_measure_model_fills_predict_prices_all(cli, tmp_path, make, precision):
+    model = make()
+    if precision == "int8":
+        if make is classifier:
+            pytest.skip("the classifier's 10-way output is no image: quantize_qdq calibrates on images")
+        model = quantize_qdq(model)
+    report = _measure_and_predict(cli, model, tmp_path, f"{make.__name__}-{precision}")
+    assert report["predicted_ms"] > 0 and report["fps"] > 0
+    assert all(k["source"] == "measured" for k in report["kernels"])
+
+
+def test_all_problems_at_once_and_the_missing_opset_closes_the_gap(cli, tmp_path):
+    net = tmp_path / "ecbsr.onnx"
+    onnx.save(ecbsr(), net)
+    table = _seed_table(tmp_path)
+    before = table.read_bytes()
+    missing = tmp_path / "missing.toml"
+    r = cli("predict", str(net), "--table", str(table), "--missing-opset", str(missing))
+    assert_one_line_error(r, "cannot price 8 kernels (5 distinct)", "prelu0", "prelu1", "prelu2", "tail", "d2s", str(missing))
+    assert table.read_bytes() == before
+    r = cli("measure", "--opset", str(missing), "--out", str(table), "--quick-policy", "--no-progress")
+    assert r.code == 0 and "5 measured" in r.out, r.err
+    r = cli("predict", str(net), "--table", str(table))
+    assert r.code == 0 and "all 8 kernels measured" in r.out, r.err
+
+
+def test_missing_kernels_name_every_node():
+    with pytest.raises(MissingKernels) as info:
+        Predictor([], source="empty").predict(unet())
+    text = str(info.value)
+    for node in ("enc0", "pool", "down", "up_resize", "up_convt", "skip", "dec0", "head"):
+        assert node in text
+
+
+def test_float_islands_and_interior_qdq_are_priced_as_they_run():
+    """The quantizer leaves the last PReLU in float: it is an fp32 kernel, and the
+    Dequantize feeding it is a kernel of its own."""
+    net = net_graph(quantize_qdq(ecbsr()))
+    by_node = {k.nodes: k.spec for k in net.kernels}
+    precisions = {k.nodes[0]: k.spec.precision for k in net.kernels}
+    assert precisions["conv0"] == "int8"
+    interior = [s for s in by_node.values() if isinstance(s, NodeSpec) and s.kind in ("DequantizeLinear", "QuantizeLinear")]
+    assert all(s.precision == "fp32" for s in interior)
+    floats = [n for n, p in precisions.items() if p == "fp32" and not n.endswith("Linear")]
+    assert floats == [] or interior, (floats, interior)
+
+
+# ------------------------------------------------------------------ precision, batch, bad files
+def test_fp16_rows_and_no_fp16_priced_from_fp32(cli, tmp_path):
+    toml = tmp_path / "h.toml"
+    toml.write_text('name = "h"\nhw = [[16, 16]]\n[[entry]]\nop = "conv"\nc = 8\nc_out = 8\nkernel = 3\nprecision = ["fp32", "fp16"]\n')
+    table = tmp_path / "h.jsonl"
+    assert cli("measure", "--opset", str(toml), "--out", str(table), "--quick-policy", "--no-progress").code == 0
+    rows = [json.loads(l) for l in table.read_text().splitlines()]
+    assert sorted(r["spec"]["precision"] for r in rows) == ["fp16", "fp32"]
+    assert all(r["status"] in ("ok", "unsupported") for r in rows)
+    from oplat.build import model_from_op
+    from oplat.spec import OpSpec
+
+    fp32_only = tmp_path / "f.jsonl"
+    fp32_only.write_text("".join(l + "\n" for l in table.read_text().splitlines() if '"precision":"fp32"' in l))
+    half = tmp_path / "half.onnx"
+    onnx.save(model_from_op(OpSpec("conv", 8, 16, 16, c_out=8, kernel=3, precision="fp16")), half)
+    assert_one_line_error(cli("predict", str(half), "--table", str(fp32_only)), "no fp16 conv 3x3 rows")
+
+
+def test_infer_precision_is_refused_where_the_device_does_not_honour_it(cli, tmp_path):
+    r = cli("measure", "--device", "cpu", "--infer-precision", "f16", "--opset", "quick", "--out", str(tmp_path / "t.jsonl"))
+    assert_one_line_error(r, "--infer-precision is an OpenVINO option", "refused rather than recorded")
+
+
+def test_batch_is_in_labels_keys_and_fps(cli, tmp_path):
+    from oplat.spec import OpSpec
+
+    four = OpSpec("relu", 8, 16, 16, n=4)
+    assert "n4" in four.label() and four.key != OpSpec("relu", 8, 16, 16).key
+    net = tmp_path / "b.onnx"
+    n = helper.make_node("Relu", ["x"], ["y"], name="r")
+    onnx.save(_model([n], [], (4, 8, 16, 16), "y", (4, 8, 16, 16)), net)
+    table = tmp_path / "b.jsonl"
+    assert cli("measure", "--model", str(net), "--out", str(table), "--quick-policy", "--no-progress").code == 0
+    report = json.loads(cli("predict", str(net), "--table", str(table), "--format", "json").out)
+    assert report["batch"] == 4 and report["fps"] == pytest.approx(4 * 1000 / report["predicted_ms"])
+    assert "n4" in report["kernels"][0]["kernel"]
+
+
+def test_int64_and_empty_models_are_refused_with_one_line(cli, tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.INT64, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [1, 4])
+    m = helper.make_model(helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "i64.onnx"
+    onnx.save(m, path)
+    table = _seed_table(tmp_path)
+    assert_one_line_error(cli("predict", str(path), "--table", str(table)), "graph input 'x' is int64")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    assert_one_line_error(cli("predict", str(empty), "--table", str(table)), "no nodes")
+
+
+def test_an_op_set_entry_names_any_onnx_op_checked_against_its_schema(cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[[entry]]\nop = "MaxPool"\ninputs = [[1, 8, 16, 16]]\nattrs = {kernel_shape = [2, 2], strieds = [2, 2]}\n')
+    assert_one_line_error(cli("measure", "--opset", str(bad), "--out", str(tmp_path / "t.jsonl")), "entry 1", "attrs", "strieds")
+    bad.write_text('name = "bad"\n[[entry]]\nop = "MaxPoool"\ninputs = [[1, 8, 16, 16]]\n')
+    assert_one_line_error(cli("measure", "--opset", str(bad), "--out", str(tmp_path / "t.jsonl")), "entry 1", "not an ONNX operator")
