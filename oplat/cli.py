@@ -117,6 +117,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
             wait=args.wait,
             limits=limits,
             models=models,
+            accept_drift=args.accept_drift,
         )
     except KeyboardInterrupt:
         print(
@@ -322,12 +323,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             networks=args.networks,
             seed=args.seed,
             progress=not args.no_progress,
+            off_grid=args.off_grid,
         )
         text = report_markdown(report, device=device.name, space=space.name, table=args.table, seed=args.seed,
                                provenance=provenance)
         print(text)
         print()
-        stem = save_report(report, text, out_dir, f"{space.name}-{precision}")
+        stem = save_report(report, text, out_dir, f"{space.name}{'-offgrid' if args.off_grid else ''}-{precision}")
         print(f"saved {stem}.md and {stem}.json")
     return 0
 
@@ -536,6 +538,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-errors", action="store_true", help="re-measure entries whose row says error")
     p.add_argument("--retry-noisy", action="store_true", help="re-measure entries flagged noisy (the new row wins)")
     p.add_argument("--wait", action="store_true", help="if another run is writing the table, wait for it and then measure what it left (default: refuse)")
+    p.add_argument("--accept-drift", action="store_true",
+                   help="append even when the table's re-timed rows moved beyond their noise (default: refuse; a table holds for the machine and days it was measured on)")
     p.add_argument("--max-mem", help=MAX_MEM_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -580,6 +584,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=_positive_int, help="intra-op threads (must match the table's)")
         p.add_argument("--results", default="results", help="results folder (default: results)")
         p.add_argument("--stat", choices=STAT_CHOICES, help=STAT_HELP)
+        if name == "validate":
+            p.add_argument("--off-grid", action="store_true",
+                           help="networks at an input size and widths the op set does not hold (priced by neighbours); reported apart")
         p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("search", help="search plain INT8-friendly SR networks within a latency budget; emit ONNX")

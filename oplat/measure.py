@@ -18,7 +18,7 @@ from pathlib import Path
 from oplat.backends import Unsupported
 from oplat.build import inputs_for, model_from_op
 from oplat.devices import Device
-from oplat.errors import OplatError
+from oplat.errors import OplatError, OplatRuntimeError
 from oplat.fingerprint import SETUP_FIELDS, environment, setup_diff
 from oplat.limits import Limits, check_spec
 from oplat.paths import default_table_path  # noqa: F401 (re-exported: the results-path policy lives in oplat.paths)
@@ -28,7 +28,7 @@ from oplat.spec import OpSpec
 from oplat.table import TableWriter, TableWriteError
 from oplat.timing import Timing, TimingPolicy, profile_runs, time_interleaved
 
-__all__ = ["MeasureSummary", "measure_specs", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
+__all__ = ["MeasureSummary", "check_drift", "measure_specs", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
 
 
 
@@ -162,6 +162,7 @@ def measure_specs(
     wait: bool = False,
     limits: Limits | None = None,
     models: dict | None = None,
+    accept_drift: bool = False,
 ) -> MeasureSummary:
     """Measure ``specs`` on ``device``, appending rows to the table at ``out``.
 
@@ -170,6 +171,8 @@ def measure_specs(
     the other left. Every spec is checked against ``limits`` before anything is built.
     ``models`` maps a spec's key to the (model, feeds) to time for it (kernels cut out of a
     network by :func:`oplat.extract.extract_kernels`); other specs build their own.
+    Before appending to a table that has rows, a few of them are re-timed
+    (:func:`check_drift`); ``accept_drift`` appends even when they moved.
     """
     policy = policy or TimingPolicy()
     limits = limits or Limits.default()
@@ -197,6 +200,8 @@ def measure_specs(
         _check_same_setup(out, done.values(), fingerprint)
         pending = [s for s in specs if s.key not in done or not finished(done[s.key])]
         already = len(specs) - len(pending)
+        if pending and not accept_drift:
+            check_drift(out, list(done.values()), device, module, policy)
         with progress_bar(
             total=len(specs), initial=already, unit="op", desc=f"{device.name} {opset}", enabled=progress
         ) as bar:
@@ -224,6 +229,44 @@ def measure_specs(
         unsupported=counts["unsupported"],
         noisy=counts["noisy"],
     )
+
+
+#: Rows re-timed by the drift check, and the least p10 a row needs to take part (faster
+#: rows move by more than their recorded noise between any two runs).
+DRIFT_ROWS, DRIFT_MIN_MS = 3, 1.0
+#: A re-timed row has moved when its p10 is off by more than this many percent, or more
+#: than its own recorded round spread if that is larger.
+DRIFT_PCT = 10.0
+
+
+def _drift_rows(rows: list[Row]) -> list[Row]:
+    """Up to DRIFT_ROWS ok rows of at least DRIFT_MIN_MS, spread over the table's range."""
+    usable = sorted((r for r in rows if r.ok and r.stats.of("p10") >= DRIFT_MIN_MS), key=lambda r: r.stats.of("p10"))
+    if len(usable) <= DRIFT_ROWS:
+        return usable
+    step = (len(usable) - 1) / (DRIFT_ROWS - 1)
+    return [usable[round(i * step)] for i in range(DRIFT_ROWS)]
+
+
+def check_drift(path: Path, rows: list[Row], device: Device, module, policy: TimingPolicy) -> None:
+    """Re-time a few rows of the table at ``path``; refuse to append when most of them moved
+    beyond their recorded noise. A table holds for the machine and the days it was measured
+    on: the committed cpu table re-measured days later on a host with the same fingerprint
+    ran 1.34× slower at p10, and appended rows would have mixed the two."""
+    sample = _drift_rows(rows)
+    if not sample:
+        return
+    timings = time_networks([model_from_op(r.spec) for r in sample], device, policy)
+    ratios = [t.stats.of("p10") / r.stats.of("p10") for t, r in zip(timings, sample)]
+    moved = [abs(q - 1) * 100 > max(DRIFT_PCT, r.spread_pct or 0.0) for q, r in zip(ratios, sample)]
+    if sum(moved) * 2 > len(sample):
+        when = sorted(r.measured_at for r in rows if r.measured_at)
+        since = f" since {when[0][:10]}" if when else ""
+        raise OplatRuntimeError(
+            f"{path}: {sum(moved)} of {len(sample)} re-timed rows moved beyond their recorded noise "
+            f"(now {', '.join(f'{q:.2f}×' for q in ratios)} their p10): this machine or its load changed{since}. "
+            "Write to a new table with --out NEW, or add --accept-drift to append anyway"
+        )
 
 
 def time_networks(models: Sequence, device: Device, policy: TimingPolicy | None = None, *, profile: bool = False) -> list[NetworkTiming]:

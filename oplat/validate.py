@@ -82,6 +82,7 @@ class NetworkResult:
     by_kernel: dict  # op -> (predicted compute ms, profiled ms)
     arch_spec: dict = None  # the ArchSpec as data, so predictions can be recomputed offline
     features: dict = None  # the composition features of the prediction
+    extrapolated: bool = False  # a kernel was priced from rows flagged far away
 
     @property
     def error_pct(self) -> float:
@@ -112,6 +113,21 @@ def _by_kernel_type(pred: Prediction, profile) -> dict:
 
 #: Networks timed together with interleaved rounds (see :func:`oplat.measure.time_networks`).
 NETWORK_BATCH = 8
+
+
+def _predictable(archs, predictor, precision) -> tuple[list, list[dict]]:
+    """(archs the table prices, [{arch, reason}] of those it refuses to price)."""
+    from oplat.arch import describe
+    from oplat.predict import MissingKernels
+
+    ok, refused = [], []
+    for arch in archs:
+        try:
+            predictor.predict(network_model(arch, precision))
+            ok.append(arch)
+        except MissingKernels as exc:
+            refused.append({"arch": describe(arch), "reason": "; ".join(f"{k.spec.label()}: {why}" for k, why in exc.missing[:2])})
+    return ok, refused
 
 
 def _measure(archs, device, predictor, precision, policy, progress, desc) -> list[tuple[Prediction, Stats, object, object]]:
@@ -219,10 +235,21 @@ def calibrate(
 
 @dataclass(frozen=True)
 class ValidationReport:
+    """Predicted vs measured networks. ``refused``: networks the table would not price
+    ({arch, reason}: a kernel too far from every measured row), never silently priced;
+    ``off_grid``: the networks were sampled off the op set's grid (see :func:`off_grid_space`)."""
+
     precision: str
     results: list[NetworkResult]
     calibrated: bool
     stat: str = "median"
+    refused: tuple = ()
+    off_grid: bool = False
+
+    @property
+    def extrapolated(self) -> int:
+        """Networks whose prediction used a neighbour estimate flagged as EXTRAPOLATED."""
+        return sum(1 for r in self.results if r.extrapolated)
 
     @property
     def errors_pct(self) -> np.ndarray:
@@ -259,13 +286,16 @@ class ValidationReport:
         """A report read back from its saved JSON (``as_dict``)."""
         names = set(NetworkResult.__dataclass_fields__)
         results = [NetworkResult(**{k: v for k, v in r.items() if k in names}) for r in data["results"]]
-        return cls(data["precision"], results, calibrated=data["calibrated"], stat=data.get("stat", "median"))
+        return cls(data["precision"], results, calibrated=data["calibrated"], stat=data.get("stat", "median"),
+                   refused=tuple(data.get("refused", ())), off_grid=bool(data.get("off_grid", False)))
 
     def as_dict(self) -> dict:
         return {
             "precision": self.precision,
             "calibrated": self.calibrated,
             "stat": self.stat,
+            "off_grid": self.off_grid,
+            "refused": list(self.refused),
             "networks": len(self.results),
             "within_5_pct": self.share_within(5),
             "within_10_pct": self.share_within(10),
@@ -285,15 +315,23 @@ def validate(
     seed: int = 0,
     policy: TimingPolicy | None = None,
     progress: bool = True,
+    off_grid: bool = False,
 ) -> ValidationReport:
-    """Measure random networks end to end and compare with the predictions."""
+    """Measure random networks end to end and compare with the predictions.
+
+    ``off_grid``: sample them at an input size and widths the op set does not hold
+    (:func:`off_grid_space`), so every conv is priced by the neighbour model; networks
+    the table refuses to price are listed apart, never measured as if predicted."""
     from oplat.arch import describe
 
     check_table_device(predictor, device)
+    if off_grid:
+        space = off_grid_space(space)
     archs = sample_networks(space, networks, seed)
     calibration = CompositionFile.read(compose_path(predictor.source))
     used = {n["arch"] for n in (calibration.networks.get(precision, []) if calibration else [])}
     archs = [a for a in archs if describe(a) not in used]  # never judge on the fitting set
+    archs, refused = _predictable(archs, predictor, precision)
     measured = _measure(archs, device, predictor, precision, policy, progress, f"validate {precision}")
     results = [
         NetworkResult(
@@ -308,7 +346,23 @@ def validate(
             by_kernel=_by_kernel_type(p, prof),
             arch_spec=asdict(arch),
             features=p.features,
+            extrapolated=any("EXTRAPOLATED" in k.basis for k in p.kernels),
         )
         for p, s, prof, arch in measured
     ]
-    return ValidationReport(precision, results, calibrated=precision in predictor.composition, stat=predictor.stat)
+    return ValidationReport(precision, results, calibrated=precision in predictor.composition, stat=predictor.stat,
+                            refused=tuple(refused), off_grid=off_grid)
+
+
+def off_grid_space(space):
+    """``space`` moved off its op set's grid: widths between its choices (multiples of its
+    channel alignment that it does not list) and an input of 3/4 of its size on each side
+    (rounded to 8 pixels). Everything such a network runs is priced by neighbours."""
+    from dataclasses import replace
+
+    align = space.channel_align
+    between = tuple(c for c in range(min(space.channels) + align, max(space.channels), align) if c not in space.channels)
+    if not between:
+        raise OplatError(f"search space {space.name} has no widths between its choices to go off the grid with")
+    h, w = (max(8, round(v * 0.75 / 8) * 8) for v in (space.in_h, space.in_w))
+    return replace(space, name=f"{space.name}-offgrid", channels=between, in_h=h, in_w=w)

@@ -411,3 +411,26 @@ def test_spec_bytes_counts_inputs_outputs_and_weights():
     conv = OpSpec("conv", 3, 10, 10, c_out=8, kernel=3)
     assert spec_bytes(conv) == 4 * (3 * 100 + 8 * 100 + 3 * 8 * 9)
     assert SCHEMA_VERSION == 1
+
+
+# ------------------------------------------------------------------ drift (a table holds for its days)
+def test_appending_to_a_table_whose_rows_moved_is_refused(cli, tmp_path):
+    """The rows re-timed before appending now run 2× their recorded p10 (the table was
+    edited to claim it): measure stops with the ratios and the two ways on."""
+    opset = write_opset(tmp_path / "big.toml", '[[entry]]\nop = "conv"\nkernel = 3\nchannels = [32, 48, 64]\n', hw="[[128, 128]]")
+    out = tmp_path / "t.jsonl"
+    assert _measure(cli, opset, out).code == 0
+    rows = _rows(out)
+    assert all(r["p10_ms"] >= 1.0 for r in rows), "the drift check needs rows of at least 1 ms"
+    for r in rows:
+        for k in ("median_ms", "p10_ms", "p90_ms", "mean_ms"):
+            r[k] /= 2
+        r["spread_pct"] = 1.0
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = out.read_bytes()
+    more = write_opset(tmp_path / "more.toml", '[[entry]]\nop = "conv"\nkernel = 3\nchannels = [32, 48, 64, 16]\n', hw="[[128, 128]]")
+    refused = _measure(cli, more, out)
+    assert_one_line_error(refused, "re-timed rows moved beyond their recorded noise", "--out NEW", "--accept-drift")
+    assert refused.code == EXIT_RUNTIME and out.read_bytes() == before
+    accepted = _measure(cli, more, out, "--accept-drift")
+    assert accepted.code == 0 and "1 measured, 3 already there" in accepted.out

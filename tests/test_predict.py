@@ -332,3 +332,35 @@ def test_calibrate_keeps_what_it_measured_when_a_later_step_fails(small_table, t
     stored = json.loads(compose_path(fp32_only).read_text())
     assert set(stored["composition"]) == {"fp32"} and len(stored["networks"]["fp32"]) == 3
     assert Predictor.from_table(fp32_only).composition["fp32"].networks == 3
+
+
+def test_off_grid_validation_prices_by_neighbours_and_reports_apart(small_table):
+    """Networks at an input size and widths the op set does not hold: every conv is a
+    neighbour estimate (measured share < 1), and the report says it is off the grid."""
+    from oplat.validate import off_grid_space
+
+    space, table = small_table
+    two = space_from_dict({"name": "tiny2", "scale": 3, "in_h": 24, "in_w": 32, "depth_min": 1, "depth_max": 3,
+                           "channels": [8, 24], "channel_align": 8, "residuals": ["anchor", "none"]})
+    off = off_grid_space(two)
+    assert off.channels == (16,) and (off.in_h, off.in_w) == (16, 24) and off.name == "tiny2-offgrid"
+    report = validate(predictor=Predictor.from_table(table), device=get_device("cpu"), space=two, precision="fp32",
+                      networks=3, seed=0, policy=TimingPolicy.quick(), progress=False, off_grid=True)
+    assert report.off_grid and report.results
+    assert all(r.measured_share < 1.0 for r in report.results)
+    again = ValidationReport.from_dict(json.loads(json.dumps(report.as_dict())))
+    assert again.off_grid and again.refused == report.refused
+    assert "OFF THE GRID" in report_markdown(report, device="cpu", space=off.name, table=str(table), seed=0)
+    with pytest.raises(OplatError, match="no widths between"):
+        off_grid_space(space)
+
+
+def test_a_network_too_far_from_the_table_is_refused_not_priced(small_table):
+    from oplat.validate import _predictable
+
+    space, table = small_table
+    far = space_from_dict({"name": "far", "scale": 3, "in_h": 384, "in_w": 512, "depth_min": 1, "depth_max": 1,
+                           "channels": [16], "channel_align": 8, "residuals": ["none"]})
+    archs = sample_networks(far, 1, seed=0)
+    ok, refused = _predictable(archs, Predictor.from_table(table), "fp32")
+    assert ok == [] and len(refused) == 1 and "too far to extrapolate" in refused[0]["reason"]

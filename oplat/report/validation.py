@@ -31,6 +31,16 @@ def report_markdown(report: ValidationReport, *, device: str, space: str, table:
         f"within ±5%: {report.share_within(5):.0f}%   within ±10%: {report.share_within(10):.0f}%   "
         f"mean |error|: {report.mape_pct:.1f}%",
         "",
+    ]
+    if report.off_grid:
+        lines += [
+            f"OFF THE GRID: input size and widths the op set does not hold, every conv priced by the neighbour model; "
+            f"{report.extrapolated} of {n} priced networks used an estimate flagged EXTRAPOLATED; "
+            f"{len(report.refused)} refused (a kernel too far from every measured row), not measured:",
+            "",
+        ]
+        lines += [f"- {r['arch']}: {r['reason']}" for r in report.refused[:10]] + ([""] if report.refused else [])
+    lines += [
         "worst cases:",
         tabulate(
             [[r.arch, f"{r.predicted_ms:.2f}", f"{r.measured_ms:.2f}", f"{r.error_pct:+.1f}", f"{100 * r.measured_share:.0f}"]
