@@ -73,6 +73,8 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     from oplat.spec import PRECISIONS
     from oplat.timing import TimingPolicy
 
+    if "," in args.device:
+        return _measure_on_pool(args)
     device = get_device(args.device)
     precisions = None
     if args.precision:
@@ -130,6 +132,37 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         f"({summary.errors} error, {summary.unsupported} unsupported, {summary.noisy} noisy)"
     )
     print(f"review it with: oplat table {summary.path}")
+    return 0
+
+
+def _measure_on_pool(args: argparse.Namespace) -> int:
+    """``--device remote:A:P,remote:B:P``: one op set sharded over several boards of one kind."""
+    from oplat.devices import get_device
+    from oplat.measure import POOL_NAME, measure_pool
+    from oplat.opset import load_opset
+    from oplat.paths import default_table_path
+    from oplat.timing import TimingPolicy
+
+    devices = [get_device(name.strip()) for name in args.device.split(",") if name.strip()]
+    local = [d.name for d in devices if d.backend != "remote"]
+    if local:
+        raise OplatError(f"a pool shards over boards (remote:HOST:PORT agents); {', '.join(local)} run on this host")
+    if args.model or args.infer_precision or args.threads:
+        raise OplatError("--model, --infer-precision and --threads are not taken with a pool: set them on the agents")
+    for device in devices:
+        device.require()
+    precisions = _csv_list(args.precision) if args.precision else None
+    opset = load_opset(args.opset or "sr-core", precisions=precisions)
+    out = Path(args.out) if args.out else default_table_path(POOL_NAME, opset.name, args.results)
+    policy = TimingPolicy.quick() if args.quick_policy else TimingPolicy()
+    try:
+        summary = measure_pool(opset.specs, devices, opset=opset.name, out=out, policy=policy, batch=args.batch,
+                               progress=not args.no_progress, wait=args.wait, limits=_limits(args))
+    except KeyboardInterrupt:
+        print(f"oplat: interrupted; every finished row is in {out}. Run the same command again to continue.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"{summary.path}: {summary.measured} measured on {len(devices)} boards, {summary.already} already there "
+          f"({summary.errors} error, {summary.unsupported} unsupported, {summary.noisy} noisy)")
     return 0
 
 
@@ -517,7 +550,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list devices: available, or what is missing and how to install it")
 
     p = sub.add_parser("measure", help="time one-op models of an op set on a device; write a latency table")
-    p.add_argument("--device", default="cpu", help="device name (see `oplat devices`; default: cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="device name (see `oplat devices`; default: cpu), or several boards of one kind to shard over: remote:A:8765,remote:B:8765")
     p.add_argument("--opset", help="built-in op set name or a .toml path (default: sr-core)")
     p.add_argument("--model", action="append", metavar="NET.onnx",
                    help="measure every distinct kernel of this network, cut out at its real shapes (repeatable); "

@@ -28,7 +28,7 @@ from oplat.spec import OpSpec
 from oplat.table import TableWriter, TableWriteError
 from oplat.timing import Timing, TimingPolicy, profile_runs, time_interleaved
 
-__all__ = ["MeasureSummary", "check_drift", "measure_specs", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
+__all__ = ["POOL_NAME", "MeasureSummary", "check_drift", "measure_pool", "measure_specs", "pool_fingerprint", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
 
 
 
@@ -56,6 +56,28 @@ def fingerprint_for(device: Device) -> dict:
         threads=device.options.get("threads"),
         options=device.options,
     )
+
+
+#: The device name rows measured by a pool of boards carry (whatever boards the pool has
+#: on a given run, so a resumed pool with one board more or less writes the same table).
+POOL_NAME = "remote-pool"
+
+
+def pool_fingerprint(devices: Sequence[Device]) -> dict:
+    """The fingerprint a pool of boards shares: every board's must agree on the setup
+    (runtime and version, threads, options, CPU and ISA); a board that differs is refused
+    by name, so one pool never mixes two kinds of board in a table."""
+    prints = [fingerprint_for(d) for d in devices]
+    first = {**prints[0], "name": POOL_NAME}
+    for device, other in zip(devices[1:], prints[1:]):
+        diff = setup_diff(first, {**other, "name": POOL_NAME}, SETUP_FIELDS)
+        if diff:
+            was, now = diff
+            raise OplatError(
+                f"board {device.name} has {now} but {devices[0].name} has {was}; a pool shares one setup: "
+                "measure each kind of board into its own table"
+            )
+    return first
 
 
 def _check_same_setup(path: Path, rows, fingerprint: dict) -> None:
@@ -147,6 +169,96 @@ def _measure_batch(
                 finish(i, timing)
 
 
+def measure_pool(
+    specs: Sequence[OpSpec],
+    devices: Sequence[Device],
+    *,
+    opset: str,
+    out: str | Path,
+    policy: TimingPolicy | None = None,
+    batch: int = 24,
+    progress: bool = True,
+    wait: bool = False,
+    limits: Limits | None = None,
+) -> MeasureSummary:
+    """Shard ``specs`` over several boards of one kind (remote agents), one writer.
+
+    Each board takes the next batch of pending entries when it is free (boards of one
+    kind can still differ in speed), its rows carry the board they were timed on
+    (``board``) and the pool's shared fingerprint; resuming works as for one device."""
+    import queue
+    import threading
+
+    if len(devices) < 2:
+        raise OplatError("a pool needs two or more boards, e.g. --device remote:A:8765,remote:B:8765")
+    policy = policy or TimingPolicy()
+    _check_limits(specs, limits or Limits.default())
+    fingerprint = pool_fingerprint(devices)
+    out = Path(out)
+    counts = {"measured": 0, "error": 0, "unsupported": 0, "noisy": 0}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    with TableWriter(out, wait=wait) as writer:
+        done = writer.table.latest()
+        _check_same_setup(out, done.values(), fingerprint)
+        pending = [s for s in specs if s.key not in done]
+        already = len(specs) - len(pending)
+        work: queue.Queue = queue.Queue()
+        for start in range(0, len(pending), batch):
+            work.put(pending[start : start + batch])
+        with progress_bar(total=len(specs), initial=already, unit="op", desc=f"{POOL_NAME} {opset}", enabled=progress) as bar:
+
+            def board(device: Device) -> None:
+                module = device.require()
+
+                def write(row: Row) -> None:
+                    data = {**row.to_json(), "board": device.name}
+                    with lock:
+                        writer.append(Row.from_json(data))
+                        _count(counts, row)
+                        bar.update(1)
+
+                while not errors:
+                    try:
+                        chunk = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        _measure_batch(chunk, device, module, opset, fingerprint, policy, write)
+                    except BaseException as exc:  # a board that fails stops the pool; rows so far are kept
+                        errors.append(exc)
+                        return
+
+            threads = [threading.Thread(target=board, args=(d,), name=d.name, daemon=True) for d in devices]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    if errors:
+        raise errors[0]
+    return MeasureSummary(out, already, counts["measured"], counts["error"], counts["unsupported"], counts["noisy"])
+
+
+def _count(counts: dict, row: Row) -> None:
+    counts["measured"] += 1
+    if not row.ok:
+        counts[row.status] += 1
+    elif row.noisy:
+        counts["noisy"] += 1
+
+
+def _check_limits(specs, limits: Limits) -> None:
+    too_big = []
+    for spec in specs:
+        try:
+            check_spec(spec, limits)
+        except OplatError as exc:
+            too_big.append(str(exc))
+    if too_big:
+        first = too_big[0] if len(too_big) == 1 else f"{len(too_big)} entries are over the size limits, the first: {too_big[0]}"
+        raise OplatError(f"{first}; nothing was measured")
+
+
 def measure_specs(
     specs: Sequence[OpSpec],
     device: Device,
@@ -175,16 +287,7 @@ def measure_specs(
     (:func:`check_drift`); ``accept_drift`` appends even when they moved.
     """
     policy = policy or TimingPolicy()
-    limits = limits or Limits.default()
-    too_big = []
-    for spec in specs:
-        try:
-            check_spec(spec, limits)
-        except OplatError as exc:
-            too_big.append(str(exc))
-    if too_big:
-        first = too_big[0] if len(too_big) == 1 else f"{len(too_big)} entries are over the size limits, the first: {too_big[0]}"
-        raise OplatError(f"{first}; nothing was measured")
+    _check_limits(specs, limits or Limits.default())
     module = device.require()
     out = Path(out)
     fingerprint = fingerprint_for(device)
@@ -208,11 +311,7 @@ def measure_specs(
 
             def write(row: Row) -> None:
                 writer.append(row)
-                counts["measured"] += 1
-                if not row.ok:
-                    counts[row.status] += 1
-                elif row.noisy:
-                    counts["noisy"] += 1
+                _count(counts, row)
                 if on_row:
                     on_row(row)
                 bar.update(1)
