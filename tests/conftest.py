@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,37 @@ def assert_one_line_error(result: CliResult, *needles: str) -> None:
     assert "Traceback" not in result.err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+@contextlib.contextmanager
+def inprocess_agent(token: str, **config):
+    """An ``oplat agent`` serving in a thread of this process on 127.0.0.1 (a free port);
+    yields the bound server (``server.url``, ``server.server_address``). ``config`` goes
+    to :func:`oplat.agent.serve` (device, device_options, limits…)."""
+    from oplat.agent import serve
+
+    box: dict = {}
+    ready = threading.Event()
+
+    def on_ready(server) -> None:
+        box["server"] = server
+        ready.set()
+
+    def run() -> None:
+        try:
+            serve("127.0.0.1", 0, token=token, quiet=True, ready=on_ready, **config)
+        except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
+            box["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(60), "the agent did not start"
+    if "error" in box:
+        raise box["error"]
+    server = box["server"]
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(timeout=30)

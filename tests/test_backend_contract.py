@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import sys
 import textwrap
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from conftest import inprocess_agent
 from oplat import wire
-from oplat.agent import serve
 from oplat.backends import Backend, KernelProfile, SelfTimedSession, Session
 from oplat.build import inputs_for, model_from_op
 from oplat.devices import Device, get_device
@@ -81,31 +80,8 @@ class BackendCase:
 @pytest.fixture(scope="module")
 def contract_agent():
     """An agent serving the cpu device in this process, on 127.0.0.1; yields its url."""
-    box: dict = {}
-    ready = threading.Event()
-
-    def on_ready(server) -> None:
-        box["server"] = server
-        ready.set()
-
-    def run() -> None:
-        try:
-            serve("127.0.0.1", 0, token=TOKEN, device="cpu", quiet=True, ready=on_ready)
-        except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
-            box["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(60), "the agent did not start"
-    if "error" in box:
-        raise box["error"]
-    server = box["server"]
-    try:
+    with inprocess_agent(TOKEN, device="cpu") as server:
         yield server.url
-    finally:
-        server.shutdown()
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
 
-from oplat.agent import serve
 from oplat.backends import remote
 from oplat.build import model_from_op
 from oplat.cli import main
@@ -36,7 +35,7 @@ from oplat.errors import OplatError
 from oplat.spec import OpSpec
 from oplat.timing import TimingPolicy
 
-from conftest import REPO
+from conftest import REPO, inprocess_agent
 
 TOKEN = "hostile-test-token-0123456789"
 QUICK = TimingPolicy.quick()
@@ -46,31 +45,8 @@ QUICK = TimingPolicy.quick()
 @contextlib.contextmanager
 def _agent(**config):
     """An agent serving in this process; yields the bound server."""
-    box: dict = {}
-    ready = threading.Event()
-
-    def on_ready(server) -> None:
-        box["server"] = server
-        ready.set()
-
-    def run() -> None:
-        try:
-            serve("127.0.0.1", 0, token=TOKEN, quiet=True, ready=on_ready, **config)
-        except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
-            box["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(60), "the agent did not start"
-    if "error" in box:
-        raise box["error"]
-    server = box["server"]
-    try:
+    with inprocess_agent(TOKEN, **config) as server:
         yield server
-    finally:
-        server.shutdown()
-        thread.join(timeout=30)
 
 
 def _port(server) -> int:

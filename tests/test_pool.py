@@ -6,13 +6,8 @@ The boards are real `oplat agent`s serving the cpu device in this process on 127
 from __future__ import annotations
 
 import contextlib
-import json
-import threading
 
-import pytest
-
-from conftest import assert_one_line_error, write_opset
-from oplat.agent import serve
+from conftest import assert_one_line_error, inprocess_agent, write_opset
 from oplat.table import read_table
 
 TOKEN = "pool-test-token-0123456789"
@@ -21,29 +16,9 @@ TOKEN = "pool-test-token-0123456789"
 @contextlib.contextmanager
 def _agents(*threads: int):
     """Agents on 127.0.0.1 (one per entry, serving cpu with that many threads); yields their device names."""
-    servers, names = [], []
-    for n in threads:
-        box: dict = {}
-        ready = threading.Event()
-
-        def on_ready(server, box=box, ready=ready) -> None:
-            box["server"] = server
-            ready.set()
-
-        thread = threading.Thread(
-            target=serve, args=("127.0.0.1", 0), daemon=True,
-            kwargs=dict(token=TOKEN, device="cpu", device_options={"threads": n}, quiet=True, ready=on_ready),
-        )
-        thread.start()
-        assert ready.wait(60), "an agent did not start"
-        servers.append((box["server"], thread))
-        names.append(f"remote:127.0.0.1:{box['server'].server_address[1]}")
-    try:
-        yield names
-    finally:
-        for server, thread in servers:
-            server.shutdown()
-            thread.join(timeout=30)
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(inprocess_agent(TOKEN, device="cpu", device_options={"threads": n})) for n in threads]
+        yield [f"remote:127.0.0.1:{s.server_address[1]}" for s in servers]
 
 
 def test_a_pool_shards_one_table_over_two_boards_and_resumes(cli, tmp_path, monkeypatch):
