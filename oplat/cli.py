@@ -383,7 +383,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     from oplat.paths import PLAIN_NAME, default_table_path, table_dir_name
     from oplat.predict import Predictor
-    from oplat.search import check_storage, run_search
+    from oplat.search import SearchConfig, check_storage, run_search
     from oplat.space import load_space
     from oplat.units import parse_duration_ms
 
@@ -435,7 +435,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 from oplat.validate import check_table_device
 
                 check_table_device(predictor, device)
-        result = run_search(
+        config = SearchConfig(
             space=space,
             predictor=predictor,
             budget_ms=budget_ms,
@@ -450,7 +450,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             table_path=table,
             progress=not args.no_progress,
         )
-        print(result.summary())
+        print(run_search(config).summary())
         return 0
 
     try:

@@ -417,7 +417,7 @@ def test_spec_bytes_counts_inputs_outputs_and_weights():
 def test_appending_to_a_table_whose_rows_moved_is_refused(cli, tmp_path):
     """The rows re-timed before appending now run 2× their recorded p10 (the table was
     edited to claim it): measure stops with the ratios and the two ways on."""
-    opset = write_opset(tmp_path / "big.toml", '[[entry]]\nop = "conv"\nkernel = 3\nchannels = [32, 48, 64]\n', hw="[[128, 128]]")
+    opset = write_opset(tmp_path / "big.toml", '[[entry]]\nop = "conv"\nkernel = 3\nchannels = [48, 64, 96]\n', hw="[[128, 128]]")
     out = tmp_path / "t.jsonl"
     assert _measure(cli, opset, out).code == 0
     rows = _rows(out)
@@ -428,7 +428,7 @@ def test_appending_to_a_table_whose_rows_moved_is_refused(cli, tmp_path):
         r["spread_pct"] = 1.0
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     before = out.read_bytes()
-    more = write_opset(tmp_path / "more.toml", '[[entry]]\nop = "conv"\nkernel = 3\nchannels = [32, 48, 64, 16]\n', hw="[[128, 128]]")
+    more = write_opset(tmp_path / "more.toml", '[[entry]]\nop = "conv"\nkernel = 3\nchannels = [48, 64, 96, 16]\n', hw="[[128, 128]]")
     refused = _measure(cli, more, out)
     assert_one_line_error(refused, "re-timed rows moved beyond their recorded noise", "--out NEW", "--accept-drift")
     assert refused.code == EXIT_RUNTIME and out.read_bytes() == before

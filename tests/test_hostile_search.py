@@ -135,7 +135,7 @@ _HOOKED = r"""
 import os, signal, sys
 import onnx
 from optuna.storages import JournalStorage
-import oplat.search as search
+import oplat.search.proxy as proxy
 
 phase, at = sys.argv[1], int(sys.argv[2])
 calls = [0]
@@ -146,11 +146,11 @@ def hit():
         os.kill(os.getpid(), signal.SIGINT)
 
 if phase == "objective":  # inside the objective (pricing a trial)
-    inner_q = search.quality_proxy
+    inner_q = proxy.quality_proxy
     def quality_proxy(arch):
         hit()
         return inner_q(arch)
-    search.quality_proxy = quality_proxy
+    proxy.quality_proxy = quality_proxy
 elif phase == "tell":  # inside Optuna's bookkeeping: a trial's result being recorded
     inner_s = JournalStorage.set_trial_state_values
     def set_trial_state_values(self, *args, **kwargs):

@@ -43,7 +43,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ("oplat.table", "oplat.measure", "oplat.predict", "oplat.fusion", "oplat.validate", "oplat.export",
          "oplat.extract"),
     ),
-    # services and presentation built on the operations
+    # services and presentation built on the operations; the search package (config, proxy,
+    # pricing, storage, study, select, emit, result, run) and its report (oplat.report.search,
+    # which the search's emission writes) sit here
     ("services", ("oplat.search", "oplat.agent", "oplat.report", "oplat.train")),
     # the command line
     ("command line", ("oplat.cli", "oplat.__main__")),
@@ -168,6 +170,19 @@ def test_imports_only_look_down(module):
         if theirs is not None and theirs > own and (module, target) not in UPWARD_ALLOWED:
             upward.append(f"{where}:{line} ({LAYERS[own][0]}) imports {target} ({LAYERS[theirs][0]})")
     assert not upward, "; ".join(upward)
+
+
+#: What oplat.search.select may import: it decides from finished trials alone (no Optuna,
+#: storage, files, models or runtimes).
+SELECT_MAY_IMPORT = {"__future__", "math", "collections.abc", "dataclasses", "typing", "oplat.arch", "oplat.space",
+                     "oplat.search.pricing"}
+
+
+def test_search_selection_is_pure():
+    tree = ast.parse(MODULES["oplat.search.select"].read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= SELECT_MAY_IMPORT, sorted(imported - SELECT_MAY_IMPORT)
 
 
 def test_agent_and_its_client_share_only_the_wire():

@@ -469,7 +469,7 @@ def test_summary_lines(searched) -> None:
 
 
 # ---------------------------------------------------------------------- device in the loop
-def test_over_budget_takes_the_next_candidate_that_measures_under(tmp_path, space, predictor, budget_ms, monkeypatch) -> None:
+def test_over_budget_takes_the_next_candidate_that_measures_under(tmp_path, space, predictor, budget_ms) -> None:
     from oplat import search
     from oplat.devices import get_device
 
@@ -481,11 +481,10 @@ def test_over_budget_takes_the_next_candidate_that_measures_under(tmp_path, spac
         ms = budget_ms * (1.5 if over else 0.5)
         return {"median_ms": ms, "p10_ms": ms * 0.9, "p90_ms": ms * 1.1, "noisy": False}
 
-    monkeypatch.setattr(search, "_measure", fake_measure)
     table = write_table(tmp_path / "fake.jsonl", fake_rows(space))  # complete: nothing to measure per kernel
     r = run_search(
         space=space, predictor=predictor, budget_ms=budget_ms, trials=30, name="o", out_dir=tmp_path / "o",
-        device=get_device("cpu"), table_path=table, progress=False,
+        device=get_device("cpu"), table_path=table, progress=False, measure=fake_measure,
     )
     assert r.over_budget is False and r.substituted and "rank 2" in r.substituted
     assert r.measured_int8["median_ms"] < budget_ms and r.measured_fp32 is not None
@@ -493,10 +492,10 @@ def test_over_budget_takes_the_next_candidate_that_measures_under(tmp_path, spac
     assert "Measured latency" in text and "p10" in text and "rank 2" in text and "OVER BUDGET" not in text
 
     calls.clear()
-    monkeypatch.setattr(search, "_measure", lambda m, d, p: (calls.append(m), {"median_ms": 2 * budget_ms, "p10_ms": 1, "p90_ms": 3})[1])
     r = run_search(
         space=space, predictor=predictor, budget_ms=budget_ms, trials=30, name="o", out_dir=tmp_path / "o",
         device=get_device("cpu"), table_path=table, progress=False,
+        measure=lambda m, d, p: (calls.append(m), {"median_ms": 2 * budget_ms, "p10_ms": 1, "p90_ms": 3})[1],
     )
     assert r.over_budget is True
     assert len(calls) == search.MEASURE_CANDIDATES + 1  # 5 candidates of the budget precision, then the fp32 file
@@ -546,10 +545,10 @@ def test_search_throughput_1000_trials(tmp_path, space, predictor, budget_ms) ->
 
 
 def test_one_search_per_result_folder(tmp_path, space, predictor, budget_ms) -> None:
-    from oplat.search import _FolderLock
+    from oplat.search import FolderLock
 
     out = tmp_path / "busy"
-    with _FolderLock(out, None):
+    with FolderLock(out, None):
         with pytest.raises(OplatError, match="another oplat search is running in"):
             run_search(space=space, predictor=predictor, budget_ms=budget_ms, trials=3, name="busy", out_dir=out, progress=False)
     r = run_search(space=space, predictor=predictor, budget_ms=budget_ms, trials=3, name="busy", out_dir=out, progress=False)

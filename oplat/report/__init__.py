@@ -3,7 +3,8 @@
 One module per kind of report, shared by the commands and by the HTML review pages:
 :mod:`~oplat.report.tables` (latency tables), :mod:`~oplat.report.prediction` (a
 network's predicted latency and per-kernel breakdown), :mod:`~oplat.report.validation`
-(predicted vs measured networks). :mod:`~oplat.report.provenance` says where the numbers
+(predicted vs measured networks), :mod:`~oplat.report.search` (``oplat search``'s
+``report.md`` and ``pareto.csv``). :mod:`~oplat.report.provenance` says where the numbers
 came from: device, runtime, host, threads, when the table was measured, the statistic.
 Reports take records in and return text; writing files is the caller's business.
 

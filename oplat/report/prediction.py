@@ -1,8 +1,10 @@
 """A network's predicted latency: the total, how it was composed, the per-kernel breakdown.
 
-``predict`` prints it, ``search`` puts it in its report; both take it from here, so a
-number is labelled the same way everywhere: a kernel priced from neighbouring rows says
-``PREDICTED from …``, a total without a fitted composition says ``UNCALIBRATED``.
+``predict`` prints it, ``search`` puts it in its report; both take it from here. In the
+terminal (:func:`prediction_text`) a kernel priced from neighbouring rows says
+``PREDICTED from …`` and a total without a fitted composition says ``UNCALIBRATED``; the
+search report keeps the layout its ``report.md`` has always had (:func:`kernel_basis_table`:
+source and basis in columns of their own; :func:`calibration_clause`: ``uncalibrated: …``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from oplat.predict import Prediction
 from oplat.report.provenance import provenance_line
 
 __all__ = [
-    "BREAKDOWN_HEADERS", "breakdown_rows", "composition_text", "network_summary", "predict_report", "prediction_json",
-    "prediction_text",
+    "BREAKDOWN_HEADERS", "breakdown_rows", "calibration_clause", "composition_text", "kernel_basis_table", "network_summary",
+    "predict_report", "prediction_json", "prediction_text",
 ]
 
 BREAKDOWN_HEADERS = ["Kernel", "ONNX nodes", "Compute [ms]", "Lone-op layout [ms]", "Share [%]", "Source"]
@@ -49,6 +51,28 @@ def composition_text(pred: Prediction) -> str:
             f"+ {c.const_ms:.3f} ms"
         )
     return "UNCALIBRATED: plain sum of per-kernel compute times (run `oplat calibrate` to fit the composition)"
+
+
+def calibration_clause(pred: Prediction) -> str:
+    """How the total was made, as a clause for running text (``oplat search``'s report):
+    the fitted composition and its fit error, or ``uncalibrated`` and what to run."""
+    if pred.calibrated:
+        c = pred.composition
+        mape = f", fit error {c.fit_mape_pct:.1f}% MAPE" if c.fit_mape_pct is not None else ""
+        return f"calibrated (composition model fitted on {c.networks} measured networks{mape})"
+    return "uncalibrated: the total is the plain sum of kernel compute times (run `oplat calibrate`)"
+
+
+def kernel_basis_table(pred: Prediction) -> str:
+    """The per-kernel breakdown as a GitHub table with the source (``measured`` /
+    ``predicted``) and its basis in columns of their own, and a **sum** row
+    (``oplat search``'s report; :func:`breakdown_rows` is the terminal's)."""
+    rows = [
+        [i, k.label, ", ".join(k.kernel.nodes), f"{k.compute_ms:.4g}", f"{k.layout_ms:.4g}", k.source, k.basis]
+        for i, k in enumerate(pred.kernels)
+    ]
+    rows.append(["", "**sum**", "", f"{pred.compute_ms:.4g}", f"{pred.layout_ms:.4g}", "", ""])
+    return tabulate(rows, headers=["#", "kernel", "nodes", "compute ms", "layout ms", "source", "basis"], tablefmt="github")
 
 
 def prediction_text(pred: Prediction, *, fmt: str = "github") -> str:

@@ -1,0 +1,72 @@
+"""``oplat search``: find the plain SR network with the most capacity under a latency budget.
+
+Each Optuna trial picks a network from a :class:`~oplat.space.SearchSpace`
+(:func:`~oplat.space.arch_from_trial`), predicts its latency from the latency table
+(:class:`~oplat.predict.Predictor`) and scores its quality with a **capacity proxy (not
+PSNR)**. Latency ≤ budget is an Optuna constraint, so infeasible trials stay in the study
+and the sampler learns from them. The winner is emitted as FP32 and QDQ INT8 ONNX (and
+``.tflite``) with a report.
+
+One concern per module:
+
+- :mod:`~oplat.search.config` — :class:`SearchConfig`, what one search is asked to do;
+- :mod:`~oplat.search.proxy` — the quality proxy (learned MACs per output pixel, receptive field);
+- :mod:`~oplat.search.pricing` — ArchSpec → kernels, the pricing cache, measuring missing
+  table entries on the fly, the fastest network;
+- :mod:`~oplat.search.storage` — the journal backend, locks, :func:`check_storage`;
+- :mod:`~oplat.search.study` — the Optuna study: sampler, constraint, resume checks, Ctrl-C;
+- :mod:`~oplat.search.select` — pure: candidates, feasible set, Pareto front, the winner;
+- :mod:`~oplat.search.emit` — the emitted files, checked; the measured-substitution rule;
+- :mod:`~oplat.search.result` — :class:`SearchResult`;
+- :mod:`~oplat.search.run` — :func:`run_search` and :func:`search_throughput`.
+
+``report.md`` and ``pareto.csv`` are rendered by :mod:`oplat.report.search`.
+"""
+
+from __future__ import annotations
+
+from oplat.search.config import MeasureFn, SearchConfig
+from oplat.search.emit import MAX_TFLITE_STEPS, MEASURE_CANDIDATES, choose_measured, measure_model
+from oplat.search.pricing import PRECISIONS, Prices, arch_from_values, arch_kernels, arch_net, fastest_network
+from oplat.search.proxy import (
+    QUALITY_PROXY_FORMULA,
+    QUALITY_PROXY_NAME,
+    learned_macs_per_output_pixel,
+    quality_proxy,
+    receptive_field_px,
+)
+from oplat.search.result import SearchResult
+from oplat.search.run import run_search, search_throughput
+from oplat.search.select import Candidate
+from oplat.search.storage import FolderLock, check_storage
+
+__all__ = [
+    "MAX_TFLITE_STEPS",
+    "MEASURE_CANDIDATES",
+    "PRECISIONS",
+    "QUALITY_PROXY_FORMULA",
+    "QUALITY_PROXY_NAME",
+    "Candidate",
+    "FolderLock",
+    "MeasureFn",
+    "Prices",
+    "SearchConfig",
+    "SearchResult",
+    "arch_from_values",
+    "arch_kernels",
+    "arch_net",
+    "check_storage",
+    "choose_measured",
+    "fastest_network",
+    "learned_macs_per_output_pixel",
+    "measure_model",
+    "quality_proxy",
+    "receptive_field_px",
+    "run_search",
+    "search_throughput",
+]
+
+# The names benchmarks/search_bench.py still imports (its owner moves it to the public
+# ``arch_from_values`` and ``Prices``); not part of the API.
+_arch = arch_from_values
+_Prices = Prices
