@@ -232,3 +232,21 @@ def test_committed_tables_render_in_every_format():
         "conv3x3", "conv1x1", "conv+relu", "add", "concat", "resize nearest", "resize bilinear", "relu", "clip",
         "depth_to_space",
     }
+
+
+def test_side_by_side_of_two_hosts_says_so(cli, tmp_path):
+    import json
+
+    from conftest import write_opset
+
+    opset = write_opset(tmp_path / "t.toml", '[[entry]]\nop = "relu"\nc = 2\n', hw="[[8, 8]]")
+    a = tmp_path / "a.jsonl"
+    assert cli("measure", "--opset", str(opset), "--out", str(a), "--quick-policy", "--no-progress").code == 0
+    rows = [json.loads(l) for l in a.read_text().splitlines()]
+    for r in rows:
+        r["device"]["cpu"] = "Another CPU"
+    b = tmp_path / "b.jsonl"
+    b.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = cli("table", str(a), str(b))
+    assert r.code == 0 and "measured on different hosts" in r.err
+    assert "different hosts" not in cli("table", str(a), str(a)).err

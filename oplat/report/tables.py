@@ -425,6 +425,12 @@ def render_tables(
     if fmt not in FORMATS:
         raise OplatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     review = review_table(tables, stat=stat, ops=ops, precisions=precisions, group=group)
+    hosts = {(t.device.get("cpu"), t.device.get("cpu_isa")) for t in tables if t.rows}
+    if len(hosts) > 1:
+        from oplat.errors import warn
+
+        warn("these tables were measured on different hosts (see their provenance lines): "
+             "the ratios compare the hosts as well as the runtimes")
     if fmt == "json":
         return json.dumps(review.records, indent=1, ensure_ascii=False, allow_nan=False)
     if fmt == "csv":
