@@ -800,15 +800,22 @@ def test_openvino_benchmark_app_device_agrees_with_in_process_openvino(tmp_path)
     from oplat.timing import TimingPolicy
 
     spec = OpSpec("conv", 32, 128, 128, c_out=32, kernel=3)
-    medians = {}
-    for name in ("openvino-benchmark-app", "openvino"):
-        out = tmp_path / f"{name}.jsonl"
-        measure_specs([spec], get_device(name), opset="t", out=out, policy=TimingPolicy.quick(), progress=False)
-        row = [r.to_json() for r in read_table(out).rows][0]
-        assert row["status"] == "ok", row.get("message")
-        medians[name] = row["median_ms"]
+    tries = []
+    # Two runs timed one after the other: a load spell of the shared host can fall on one
+    # of them (seen: 3.45 vs 9.5 ms); a systematic difference shows on every try.
+    for attempt in range(3):
+        medians = {}
+        for name in ("openvino-benchmark-app", "openvino"):
+            out = tmp_path / f"{name}-{attempt}.jsonl"
+            measure_specs([spec], get_device(name), opset="t", out=out, policy=TimingPolicy.quick(), progress=False)
+            row = [r.to_json() for r in read_table(out).rows][0]
+            assert row["status"] == "ok", row.get("message")
+            medians[name] = row["median_ms"]
+        tries.append(medians)
+        if 0.5 < medians["openvino-benchmark-app"] / medians["openvino"] < 2.0:
+            break
     ratio = medians["openvino-benchmark-app"] / medians["openvino"]
-    assert 0.5 < ratio < 2.0, medians  # same runtime, same settings: far closer in practice (see benchmarks)
+    assert 0.5 < ratio < 2.0, tries  # same runtime, same settings: far closer in practice (see benchmarks)
 
 
 def test_device_file_session_applies_the_shared_rounds_rule(tmp_path):
