@@ -217,6 +217,9 @@ def model_from_nodespec(spec: NodeSpec) -> onnx.ModelProto:
                     continue
                 names.append(next(act_iter, ""))
                 continue
+            if c.get("empty"):  # an omitted optional input (Resize's roi "")
+                names.append("")
+                continue
             cname = f"c{index}_{slot}"
             if "value" in c:
                 array = np.asarray(c["value"], dtype=onnx.helper.tensor_dtype_to_np_dtype(ELEM_NAMES[c["elem"]])).reshape(c["shape"])

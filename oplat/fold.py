@@ -6,8 +6,9 @@ Dropout) and BatchNormalization after convolutions. ONNX Runtime's basic optimiz
 (and OpenVINO's) fold all of them away, so a kernel table must price the network they
 leave: constants folded (onnx-graphsurgeon, which evaluates constant sub-graphs with ONNX
 Runtime), Identity and Dropout bypassed, a BatchNormalization that only follows a Conv
-merged into its weights. A graph with none of these is returned unchanged (the same
-object), so oplat's own networks are read exactly as built.
+merged into its weights, and so is a Mul or Add by a constant scalar or per-channel
+tensor (ESRGAN's 0.2 residual scaling: ORT's ConvMulFusion). A graph with none of these
+is returned unchanged (the same object), so oplat's own networks are read exactly as built.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from oplat.errors import OplatError
 __all__ = ["prepare"]
 
 _DROPPED = ("Identity", "Dropout")
+#: Element-wise ops by a constant that a runtime folds into the Conv before them.
+_AFFINE = ("Mul", "Add")
 #: Node types that only ever compute constants in an inference graph of static shapes.
 _CONSTANT_MAKERS = ("Constant", "ConstantOfShape", "Shape", "Range")
 
@@ -27,12 +30,19 @@ _CONSTANT_MAKERS = ("Constant", "ConstantOfShape", "Shape", "Range")
 def _needs_folding(model: onnx.ModelProto) -> bool:
     inits = {t.name for t in model.graph.initializer}
     produced_const = set(inits)
+    conv_out: set[str] = set()
     for node in model.graph.node:
         if node.op_type in _DROPPED or node.op_type == "BatchNormalization" or node.op_type in _CONSTANT_MAKERS[1:]:
             return True
         if node.op_type == "Constant":
             produced_const.update(node.output)
             continue
+        if node.op_type == "Conv":
+            conv_out.update(node.output)
+        # Conv → Mul / Add by a constant: folded into the conv's weights and bias
+        if node.op_type in _AFFINE and len(node.input) == 2 and any(i in conv_out for i in node.input) \
+                and any(i in produced_const for i in node.input):
+            return True
         # a node all of whose inputs are constants computes a constant (e.g. Reshape of a weight)
         if node.input and all((not i) or i in produced_const for i in node.input) and node.op_type != "DequantizeLinear":
             return True
@@ -41,7 +51,7 @@ def _needs_folding(model: onnx.ModelProto) -> bool:
 
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` as a runtime runs it: constants folded, Identity/Dropout bypassed,
-    Conv→BatchNormalization merged (see the module docstring)."""
+    Conv→BatchNormalization and Conv→Mul/Add by a constant merged (see the module docstring)."""
     if not _needs_folding(model):
         return model
     import onnx_graphsurgeon as gs
@@ -52,6 +62,8 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
         graph.fold_constants()
         graph.cleanup().toposort()
         _merge_batchnorm(graph)
+        graph.cleanup().toposort()
+        _merge_affine(graph)
         graph.cleanup().toposort()
         folded = gs.export_onnx(graph)
     except Exception as exc:  # graphsurgeon and ORT raise several types on odd graphs
@@ -107,3 +119,44 @@ def _merge_batchnorm(graph) -> None:
         conv.outputs = [y]
         bn.outputs.clear()
         bn.inputs.clear()
+
+
+def _merge_affine(graph) -> None:
+    """Conv (constant weights) → Mul / Add by a constant scalar or per-output-channel
+    tensor, with no other reader of the conv: one Conv (ONNX Runtime's ConvMulFusion /
+    ConvAddFusion and OpenVINO's do the same, so the Mul or Add never runs)."""
+    import onnx_graphsurgeon as gs
+
+    for node in [n for n in graph.nodes if n.op in _AFFINE]:
+        if len(node.inputs) != 2:
+            continue
+        x, k = node.inputs
+        if isinstance(x, gs.Constant):
+            x, k = k, x
+        conv = x.inputs[0] if len(x.inputs) == 1 else None
+        if conv is None or conv.op != "Conv" or not isinstance(k, gs.Constant) or len(x.outputs) != 1 or x in graph.outputs:
+            continue
+        weight = conv.inputs[1] if len(conv.inputs) > 1 else None
+        bias = conv.inputs[2] if len(conv.inputs) > 2 else None
+        if not isinstance(weight, gs.Constant) or (bias is not None and not isinstance(bias, gs.Constant)):
+            continue
+        w = np.asarray(weight.values)
+        c_out = w.shape[0]
+        value = np.asarray(k.values)
+        if not np.issubdtype(value.dtype, np.floating) or value.size not in (1, c_out) or value.ndim > w.ndim:
+            continue
+        if value.size == c_out and c_out > 1 and (value.ndim < 3 or value.shape[-3] != c_out or any(d != 1 for d in value.shape[-2:])
+                                                 or value.ndim > 4 or (value.ndim == 4 and value.shape[0] != 1)):
+            continue  # not one value per output channel (N, C, 1, 1 or C, 1, 1)
+        per_channel = np.broadcast_to(value.reshape(-1).astype(np.float64), (c_out,))
+        b = np.asarray(bias.values, np.float64) if bias is not None else np.zeros(c_out)
+        if node.op == "Mul":
+            new_w = (w * per_channel.reshape(-1, *([1] * (w.ndim - 1)))).astype(w.dtype)
+            new_b = (b * per_channel).astype(w.dtype)
+        else:
+            new_w, new_b = w, (b + per_channel).astype(w.dtype)
+        conv.inputs = [conv.inputs[0], gs.Constant(f"{node.name}_w_fused", new_w), gs.Constant(f"{node.name}_b_fused", new_b)]
+        y = node.outputs[0]
+        conv.outputs = [y]
+        node.outputs.clear()
+        node.inputs.clear()

@@ -104,6 +104,11 @@ class NodeSpec:
             raise OplatError("a node kernel needs at least one op")
         if len(self.attrs) != len(self.ops) or (self.slots and len(self.slots) != len(self.ops)):
             raise OplatError("a node kernel needs one attribute object and one slot count per op")
+        if any(c.get("empty") and set(c) - {"op", "slot", "empty"} for c in self.consts):
+            # an omitted optional input (Resize's roi "") is its position only: an op-set
+            # entry that gives it an elem or shape is the same kernel, with the same key
+            canonical_consts = tuple({"op": c.get("op", 0), "slot": c["slot"], "empty": True} if c.get("empty") else c for c in self.consts)
+            object.__setattr__(self, "consts", canonical_consts)
 
     # ------------------------------------------------------------------ identity
     def as_dict(self) -> dict:
@@ -159,7 +164,7 @@ class NodeSpec:
         """Multiply-accumulates of the conv-like ops (Conv, ConvTranspose, Gemm, MatMul); 0 otherwise."""
         total = 0
         for i, op in enumerate(self.ops):
-            weight = next((c["shape"] for c in self.consts if c["op"] == i and c["slot"] == 1), None)
+            weight = next((c.get("shape") for c in self.consts if c["op"] == i and c["slot"] == 1 and not c.get("empty")), None)
             if weight is None or not self.inputs:
                 continue
             x = self.inputs[0]["shape"] if i == 0 else None

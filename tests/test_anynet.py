@@ -213,6 +213,75 @@ def test_all_problems_at_once_and_the_missing_opset_closes_the_gap(cli, tmp_path
     assert r.code == 0 and "all 8 kernels measured" in r.out, r.err
 
 
+def srcnn(h=8, w=12):
+    """SRCNN-style: a cubic Resize (an omitted roi input, "") in front of convs."""
+    n = helper.make_node
+    inits = [_w("w0", 8, 3, 5, 5), _w("w1", 3, 8, 3, 3), numpy_helper.from_array(np.array([1, 1, 3, 3], np.float32), "scales")]
+    nodes = [
+        n("Resize", ["x", "", "scales"], ["up"], name="bicubic", mode="cubic"),
+        n("Conv", ["up", "w0"], ["c0"], name="conv0", kernel_shape=[5, 5], pads=[2, 2, 2, 2]),
+        n("Relu", ["c0"], ["r0"], name="relu0"),
+        n("Conv", ["r0", "w1"], ["y"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    return _model(nodes, inits, (1, 3, h, w), "y", (1, 3, 3 * h, 3 * w))
+
+
+def test_an_omitted_optional_input_reads_builds_and_round_trips_its_missing_opset(cli, tmp_path):
+    """Resize(x, "", scales) in cubic mode is a node kernel with an empty slot: it has MACs 0
+    (no KeyError), builds as a one-kernel model, and the entry --missing-opset writes for it
+    measures the same key."""
+    net = net_graph(srcnn())
+    (resize,) = [k.spec for k in net.kernels if isinstance(k.spec, NodeSpec)]
+    assert resize.kind == "Resize" and resize.macs == 0 and {"op": 0, "slot": 1, "empty": True} in resize.consts
+    from oplat.build import model_from_nodespec
+
+    built = model_from_nodespec(resize)
+    assert [i for i in built.graph.node[-1].input][1] == ""
+    path = tmp_path / "srcnn.onnx"
+    onnx.save(srcnn(), path)
+    table, missing = _seed_table(tmp_path), tmp_path / "missing.toml"
+    r = cli("predict", str(path), "--table", str(table), "--missing-opset", str(missing))
+    assert r.code == 2 and "cannot price 3 kernels (3 distinct)" in r.err, r.err
+    own = tmp_path / "own.jsonl"
+    r = cli("measure", "--opset", str(missing), "--out", str(own), "--quick-policy", "--no-progress")
+    assert r.code == 0 and "3 measured" in r.out, r.err
+    r = cli("predict", str(path), "--table", str(own))
+    assert r.code == 0 and "all 3 kernels measured" in r.out, r.err
+
+
+def test_a_mul_or_add_by_a_constant_after_a_conv_is_folded_into_it():
+    """ESRGAN's `conv(x) * 0.2 + x`: the runtime folds the Mul into the conv (ORT's
+    ConvMulFusion), so the network has no Mul kernel; the folded graph computes the same.
+    A conv with another reader keeps its Mul."""
+    from oplat.fold import prepare
+
+    n = helper.make_node
+    inits = [_w("w0", 8, 8, 3, 3), _w("b0", 8), numpy_helper.from_array(np.array(0.2, np.float32), "k"),
+             numpy_helper.from_array(np.full((8, 1, 1), 0.5, np.float32), "shift"), _w("w1", 8, 8, 3, 3)]
+    nodes = [
+        n("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Mul", ["c0", "k"], ["m0"], name="scale0"),
+        n("Add", ["shift", "m0"], ["a0"], name="shift0"),
+        n("Add", ["a0", "x"], ["r0"], name="residual"),
+        n("Conv", ["r0", "w1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Mul", ["c1", "k"], ["m1"], name="scale1"),
+        n("Add", ["m1", "c1"], ["y"], name="reuse"),  # conv1 has two readers: its Mul stays
+    ]
+    model = _model(nodes, inits, (1, 8, 6, 7), "y", (1, 8, 6, 7))
+    kinds = [getattr(k.spec, "kind", k.spec.op) for k in net_graph(model).kernels]
+    assert kinds == ["conv", "add", "conv", "Mul", "add"], kinds
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the original, unfused
+    plain = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    folded = ort.InferenceSession(prepare(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    feeds = inputs_for(model)
+    np.testing.assert_allclose(folded.run(None, feeds)[0], plain.run(None, feeds)[0], rtol=1e-5, atol=1e-5)
+    for km in extract_kernels(model):  # the cut kernels are the folded ones
+        assert "scale0" not in km.kernel.nodes and "shift0" not in km.kernel.nodes
+
+
 def test_missing_kernels_name_every_node():
     with pytest.raises(MissingKernels) as info:
         Predictor([], source="empty").predict(unet())
