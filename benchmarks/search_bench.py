@@ -21,7 +21,7 @@ from pathlib import Path
 def synthetic_rows(space) -> list[dict]:
     """``ok`` rows for every kernel a uniform-width space's FP32 and INT8 networks run:
     median_ms = MACs/1e9 + elements moved/1e8 (halved for int8)."""
-    from oplat.search import _arch, arch_kernels
+    from oplat.search import arch_from_values, arch_kernels
 
     specs = {}
     for depth in range(space.depth_min, space.depth_max + 1):
@@ -29,7 +29,7 @@ def synthetic_rows(space) -> list[dict]:
             for residual in space.residuals:
                 values = {"depth": depth, "width": width, "residual": residual}
                 values.update({f"width_{i}": width for i in range(depth + 1)})
-                arch = _arch(space, values)
+                arch = arch_from_values(space, values)
                 for precision in ("fp32", "int8"):
                     for kernel in arch_kernels(arch, precision):
                         specs[kernel.spec.key] = kernel.spec
@@ -43,9 +43,8 @@ def synthetic_rows(space) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     from oplat.predict import Predictor
-    from oplat.search import search_throughput
+    from oplat.search import Prices, search_throughput
     from oplat.space import load_space, sample_arch
-    from oplat.search import _Prices
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="abpn", help="search space name or .toml path (default abpn)")
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor.from_table(args.table) if args.table else Predictor(synthetic_rows(space), source="synthetic")
     budget = args.budget_ms
     if budget is None:
-        prices = _Prices(predictor, device=None, table_path=None, policy=None, opset="")
+        prices = Prices(predictor, device=None, table_path=None, policy=None, opset="")
         budget = statistics.median(prices.price(sample_arch(space, i), args.precision).predicted_ms for i in range(64))
     print(f"space {space.name} ({space.in_h}×{space.in_w}), table {predictor.source}, budget {budget:.4g} ms {args.precision}, "
           f"{args.trials} trials, {'NSGA-II' if args.pareto else 'TPE'}")

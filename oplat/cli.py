@@ -383,7 +383,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     from oplat.paths import PLAIN_NAME, default_table_path, table_dir_name
     from oplat.predict import Predictor
-    from oplat.search import SearchConfig, check_storage, run_search
+    from oplat.search import SearchConfig, check_storage, dashboard_command, mask_password, run_search
     from oplat.space import load_space
     from oplat.units import parse_duration_ms
 
@@ -451,10 +451,25 @@ def _cmd_search(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         print(run_search(config).summary())
+        if args.dashboard:
+            command = dashboard_command(args.storage, out_dir)
+            note = " (*** stands for the password: type it there, or keep it out of the URL in ~/.pgpass or PGPASSWORD)"
+            print(f"  open the study: {command}{note if '***' in command else ''}")
         return 0
 
     try:
         return search()
+    except Exception as exc:
+        # A storage URL's password is never printed: not in oplat's errors, not in a driver's.
+        text = str(exc)
+        masked = mask_password(text, args.storage)
+        if masked == text:
+            raise
+        if isinstance(exc, OplatError):
+            clean = OplatError(masked)
+            clean.exit_code = exc.exit_code
+            raise clean from None
+        raise RuntimeError(f"{type(exc).__name__}: {masked}") from None
     except KeyboardInterrupt as exc:
         # One line, whatever another Ctrl-C does meanwhile: it is ignored while the line is
         # written and the interrupted frames (and the runtime objects they hold) are freed.
@@ -631,9 +646,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, choices=[2, 3, 4], help="upscaling factor (default: the space's)")
     p.add_argument("--input", help="LR input size HxW (default: the space's, e.g. 360x640)")
     p.add_argument("--precision", default="int8", choices=["int8", "fp32"], help="which network the budget constrains (default: int8)")
-    p.add_argument("--trials", type=_positive_int, default=200, help="total trials the study should reach (default: 200)")
+    p.add_argument("--trials", type=_positive_int, default=200, help="total finished trials the study should reach, over all its workers (default: 200)")
     p.add_argument("--name", help="study name, a plain name (letters, digits, . _ -): results/search/NAME/ (default: from space, scale, input, precision, budget)")
-    p.add_argument("--storage", help="Optuna storage URL (e.g. postgresql://…) for many workers, or a journal file in an existing folder; default: results/search/NAME/study.journal")
+    p.add_argument("--storage", help="Optuna storage shared by workers: a database URL (postgresql://USER@HOST/DB, password in ~/.pgpass or PGPASSWORD; sqlite:///FILE) or a journal file in an existing folder; default: results/search/NAME/study.journal (one worker); --trials is the study's total over all workers")
+    p.add_argument("--dashboard", action="store_true", help="print the optuna-dashboard command that opens the study (a password shown as ***)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pareto", action="store_true", help="two objectives: latency and the capacity proxy; pareto.csv holds the front")
     p.add_argument("--threads", type=_positive_int, help="intra-op threads for --device (must match the table's)")

@@ -353,6 +353,22 @@ def test_a_record_torn_by_a_kill_is_cut_and_the_journal_stays_readable(tmp_path,
     assert journal.read_bytes().endswith(b"\n")
 
 
+def test_a_journal_lock_left_by_a_killed_writer_is_removed(tmp_path, capsys) -> None:
+    # Optuna's journal lock is a file (<journal>.lock); a writer killed while holding it
+    # leaves it behind. With no other worker running, the next run removes it at once
+    # instead of waiting out Optuna's 30 s grace period.
+    results = tmp_path / "r"
+    journal = results / "search" / "stale" / "study.journal"
+    assert main(_argv(results, "stale", 3)) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    Path(str(journal) + ".lock").touch()
+    start = time.monotonic()
+    assert main(_argv(results, "stale", 5)) == 0, capsys.readouterr().err
+    assert time.monotonic() - start < 20
+    assert "removed the journal lock" in capsys.readouterr().err
+    assert not Path(str(journal) + ".lock").exists() and len(_complete(journal, "stale")) == 5
+
+
 def test_a_study_setup_cut_short_by_a_kill_is_finished_by_the_next_run(tmp_path, capsys) -> None:
     # Killed after the first trial was queued and some attributes written, before the
     # fingerprint (written last): the next run finishes the setup instead of refusing the study.

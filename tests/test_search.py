@@ -490,6 +490,14 @@ def test_over_budget_takes_the_next_candidate_that_measures_under(tmp_path, spac
     assert r.measured_int8["median_ms"] < budget_ms and r.measured_fp32 is not None
     text = r.report.read_text(encoding="utf-8")
     assert "Measured latency" in text and "p10" in text and "rank 2" in text and "OVER BUDGET" not in text
+    # what was measured is on the study too (optuna-dashboard shows study attributes)
+    study = optuna.load_study(
+        study_name="o", storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(r.journal)))
+    )
+    measured = {k: v for k, v in study.user_attrs.items() if k.startswith("oplat.measured.trial_")}
+    emitted = measured.pop(f"oplat.measured.trial_{r.trial_number}")
+    assert emitted["within_budget"] is True and emitted["int8"]["median_ms"] == r.measured_int8["median_ms"] and "fp32" in emitted
+    assert [v["within_budget"] for v in measured.values()] == [False]
 
     calls.clear()
     r = run_search(
@@ -549,7 +557,7 @@ def test_one_search_per_result_folder(tmp_path, space, predictor, budget_ms) -> 
 
     out = tmp_path / "busy"
     with FolderLock(out, None):
-        with pytest.raises(OplatError, match="another oplat search is running in"):
+        with pytest.raises(OplatError, match="another oplat search is running in .*several workers on one study: give each the same --storage"):
             run_search(space=space, predictor=predictor, budget_ms=budget_ms, trials=3, name="busy", out_dir=out, progress=False)
     r = run_search(space=space, predictor=predictor, budget_ms=budget_ms, trials=3, name="busy", out_dir=out, progress=False)
     assert r.trials_total == 3
@@ -563,6 +571,42 @@ def test_storage_url(tmp_path, space, predictor, budget_ms) -> None:
     assert not (tmp_path / "u" / "study.journal").exists() and r.best_onnx.exists()
     again = run_search(space=space, predictor=predictor, budget_ms=budget_ms, trials=9, name="u", out_dir=tmp_path / "u", storage=url, progress=False)
     assert again.trials_total == 9 and again.trials_run == 3
+
+
+_WORKER = """
+import sys
+from oplat.predict import Predictor
+from oplat.search import run_search
+from oplat.space import load_space
+r = run_search(space=load_space({space!r}), predictor=Predictor.from_table({table!r}), budget_ms={budget!r},
+               trials={trials}, name="w", out_dir={out!r}, storage={storage!r}, table_path={table!r}, progress=False)
+print(r.trials_run, r.trial_number)
+"""
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_workers_on_one_storage_run_the_study_total(tmp_path, space, budget_ms, kind) -> None:
+    # --trials is the study's total: two workers started together with 60 run 60 between them
+    if kind == "sqlite":
+        pytest.importorskip("sqlalchemy")
+    table = write_table(tmp_path / "fake.jsonl", fake_rows(space))
+    space_file = write_space(tmp_path / "tiny.toml", space)
+    journal = tmp_path / "shared.journal"
+    storage = str(journal) if kind == "journal" else f"sqlite:///{tmp_path / 'studies.db'}"
+    out = tmp_path / "results" / "search" / "w"  # one folder for both: emitted files are replaced whole
+    code = _WORKER.format(space=str(space_file), table=str(table), budget=budget_ms, trials=60, out=str(out), storage=storage)
+    workers = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [w.communicate(timeout=120) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [e[-2000:] for _, e in outs]
+    ran = [tuple(map(int, o.split())) for o, _ in outs]
+    assert sum(r for r, _ in ran) == 60 and len({n for _, n in ran}) == 1  # the same winner for both
+    if kind == "journal":
+        storage_obj = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    else:
+        storage_obj = optuna.storages.RDBStorage(storage)
+    trials = optuna.load_study(study_name="w", storage=storage_obj).get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == list(range(60)) and all(t.state == TrialState.COMPLETE for t in trials)
+    assert (out / "best.int8.onnx").exists() and not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 # ---------------------------------------------------------------- the CLI
@@ -580,8 +624,10 @@ def test_search_cli_emits_and_resumes(tmp_path, space, budget_ms, capsys) -> Non
     for name in ("best.onnx", "best.int8.onnx", "report.md", "pareto.csv"):
         assert (folder / name).exists()
     argv[argv.index("20")] = "30"
-    assert main(argv) == 0
-    assert "30 trials" in capsys.readouterr().out
+    assert main([*argv, "--dashboard"]) == 0
+    out = capsys.readouterr().out
+    assert "30 trials" in out
+    assert f"  open the study: optuna-dashboard {folder / 'study.journal'}\n" in out
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ One concern per module:
 - :mod:`~oplat.search.proxy` — the quality proxy (learned MACs per output pixel, receptive field);
 - :mod:`~oplat.search.pricing` — ArchSpec → kernels, the pricing cache, measuring missing
   table entries on the fly, the fastest network;
-- :mod:`~oplat.search.storage` — the journal backend, locks, :func:`check_storage`;
+- :mod:`~oplat.search.storage` — the journal backend, locks, databases, :func:`check_storage`,
+  :func:`mask_password` (the one place a storage password is hidden), :func:`dashboard_command`;
 - :mod:`~oplat.search.study` — the Optuna study: sampler, constraint, resume checks, Ctrl-C;
 - :mod:`~oplat.search.select` — pure: candidates, feasible set, Pareto front, the winner;
 - :mod:`~oplat.search.emit` — the emitted files, checked; the measured-substitution rule;
@@ -38,7 +39,7 @@ from oplat.search.proxy import (
 from oplat.search.result import SearchResult
 from oplat.search.run import run_search, search_throughput
 from oplat.search.select import Candidate
-from oplat.search.storage import FolderLock, check_storage
+from oplat.search.storage import FolderLock, check_storage, dashboard_command, mask_password
 
 __all__ = [
     "MAX_TFLITE_STEPS",
@@ -57,16 +58,13 @@ __all__ = [
     "arch_net",
     "check_storage",
     "choose_measured",
+    "dashboard_command",
     "fastest_network",
     "learned_macs_per_output_pixel",
+    "mask_password",
     "measure_model",
     "quality_proxy",
     "receptive_field_px",
     "run_search",
     "search_throughput",
 ]
-
-# The names benchmarks/search_bench.py still imports (its owner moves it to the public
-# ``arch_from_values`` and ``Prices``); not part of the API.
-_arch = arch_from_values
-_Prices = Prices

@@ -31,11 +31,12 @@ class SearchConfig:
             (by default) ``study.journal`` go.
         precision: which network the budget constrains, ``int8`` (the QDQ network that
             ships; default) or ``fp32``.
-        trials: the total number of completed trials the study should have; a resumed
-            study runs only the missing ones.
-        storage: None for ``<out_dir>/study.journal``; an Optuna storage URL
-            (``postgresql://…``, ``sqlite:///…``); or another journal file path (in an
-            existing folder; an existing file there must be an Optuna journal).
+        trials: the total number of completed trials the study should have, over all the
+            workers that share it; a resumed study runs only the missing ones.
+        storage: None for ``<out_dir>/study.journal`` (one worker); an Optuna storage URL
+            (``postgresql://…``: psycopg 3, the ``postgres`` extra; ``sqlite:///…``); or
+            another journal file path (in an existing folder; an existing file there must be
+            an Optuna journal). Several workers may share a URL or a journal path.
         seed: sampler seed (and the seed of the emitted placeholder weights; None → 0 there).
         pareto: two objectives (latency ↓, quality ↑) with NSGA-II instead of TPE; the budget
             still constrains and the emitted network is the best feasible one.

@@ -302,6 +302,20 @@ def _write_tables(config: SearchConfig, selection: Selection, emission: Emission
 
 
 # ---------------------------------------------------------------------- emission
+def _record_measured(study, config: SearchConfig, picked: _Picked, stat: str) -> None:
+    """The networks measured on the device, as study user attributes
+    ``oplat.measured.trial_<n>`` (what optuna-dashboard shows next to the predictions; a
+    finished trial's own attributes cannot change any more)."""
+    keys = ("median_ms", "p10_ms", "p90_ms")
+    for cand, m in picked.tried:
+        record: dict = {config.precision: {k: float(m[k]) for k in keys if k in m}, "within_budget": bool(m[stat] <= config.budget_ms)}
+        if cand is picked.chosen:
+            for prec, other in picked.measured.items():
+                if other and prec != config.precision:
+                    record[prec] = {k: float(other[k]) for k in keys if k in other}
+        study.set_user_attr(f"oplat.measured.trial_{cand.number}", record)
+
+
 def _selection(config: SearchConfig, run: StudyRun) -> Selection:
     selection = select(completed_trials(run.study), config.space, config.budget_ms)
     if selection.winner is None:
@@ -319,6 +333,7 @@ def emit(config: SearchConfig, run: StudyRun) -> SearchResult:
     prices = run.prices
     stat = f"{prices.predictor.stat}_ms"  # measured networks are judged on the predictor's statistic
     picked = _pick(config, selection.feasible, stat)
+    _record_measured(run.study, config, picked, stat)
     preds = _predict_emitted(run, picked, config.precision)
     device = config.device
     device_text = device.name if device is not None else str(prices.predictor.device.get("name", "unknown"))

@@ -39,8 +39,8 @@ def _searched(config: SearchConfig, then: Callable[[StudyRun], T]) -> T:
     )
     check_storage(config.storage, config.out_dir)  # refuse a bad journal path before anything is measured or made
     fastest = preflight(config, prices)
-    with Interrupts() as interrupts, FolderLock(config.out_dir, config.storage) as folder:
-        run = run_study(config, prices, fastest, own_folder=folder.owned, interrupts=interrupts)
+    with Interrupts() as interrupts, FolderLock(config.out_dir, config.storage):
+        run = run_study(config, prices, fastest, interrupts=interrupts)
         return then(run)
 
 

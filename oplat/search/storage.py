@@ -1,40 +1,144 @@
-"""Where a study lives: the journal file, its locks, and opening any Optuna storage.
+"""Where a study lives: the journal file, its locks, opening any Optuna storage, and
+keeping storage passwords out of everything oplat writes or prints.
 
 By default the study lives in ``<out_dir>/study.journal``, an Optuna journal file (the
 standard format: Optuna's own ``JournalFileBackend`` and optuna-dashboard read it). oplat
-writes it without an fsync per record — each record is one ``write`` under an ``flock``, so
-a killed process loses nothing it wrote; the file is fsynced about once a second and at the
-end, so only a power cut can lose the last second. One ``oplat search`` at a time may use a
-result folder (``<out_dir>/search.lock``, :class:`FolderLock`). Any Optuna storage URL
-(``postgresql://…``, ``sqlite:///…``) can be given instead, for many workers; then nothing
-is locked. A journal path given as storage must be in an existing folder, and an existing
-file there must be an Optuna journal (anything else is refused untouched,
-:func:`check_storage`). A torn last record (a writer killed inside its write) is cut off
-when the journal is opened, so the file always stays readable by Optuna.
+writes it with Optuna's ``JournalFileBackend`` and Optuna's own lock
+(``JournalFileOpenLock``: the ``<journal>.lock`` file, which Optuna's default symlink lock —
+optuna-dashboard's — takes too, so they never write at once), without an fsync per record:
+each batch of records is one ``write`` under that lock, so a killed process loses nothing it
+wrote; the file is fsynced about once a second and at the end, so only a power cut can lose
+the last second. A torn last record (a writer killed inside its write) is cut off when the
+journal is opened, so the file always stays readable by Optuna; a lock file such a writer
+left is removed when no other oplat worker is running (otherwise Optuna's grace period
+frees it). One ``oplat search`` at a time may use a result folder with the default journal
+(``<out_dir>/search.lock``, :class:`FolderLock`).
+
+Several workers share one study through ``--storage``: a journal file path (in an existing
+folder; an existing file there must be an Optuna journal, anything else is refused
+untouched, :func:`check_storage`) or a database URL (``postgresql://…``, ``sqlite:///…``).
+Every worker holds ``<journal>.flock`` shared while it runs; one that gets it exclusively
+at the start is alone, so RUNNING trials it finds are a killed run's. The study is set up,
+and each trial is claimed (so that ``--trials`` is the study's total), under one lock per
+study: an ``flock`` of the journal file, a PostgreSQL advisory lock (which also serializes
+creating the tables of a fresh database), or an ``flock`` of an SQLite file's folder. On a
+database a killed worker's trial is failed and run again once its heartbeat is
+:data:`STALE_S` seconds old.
+
+A storage URL's password never reaches a report, a summary, an error or the dashboard
+command: everything that names the storage goes through :func:`mask_password`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shlex
 import stat
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from oplat.errors import OplatError, warn
 
-__all__ = ["FolderLock", "check_storage", "open_storage"]
+__all__ = [
+    "HEARTBEAT_S",
+    "STALE_S",
+    "FolderLock",
+    "OpenedStorage",
+    "check_storage",
+    "dashboard_command",
+    "mask_password",
+    "open_storage",
+    "sqlalchemy_url",
+]
 
 _JOURNAL = "study.journal"
 _LOCK = "search.lock"
 _FSYNC_EVERY_S = 1.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Optuna's journal locks (open and symlink) both take ``<journal>`` + this suffix.
+_OPTUNA_LOCK_SUFFIX = ".lock"
+#: How long a journal lock file may stay before a worker that is alone removes it.
+_STALE_LOCK_WAIT_S = 1.0
+#: Database workers record a heartbeat this often (seconds) ...
+HEARTBEAT_S = 10
+#: ... and a RUNNING trial whose heartbeat is older than this is a dead worker's: failed, run again.
+STALE_S = 60
+#: PostgreSQL advisory lock held while Optuna creates its tables ("oplat" in ASCII).
+_SCHEMA_LOCK_KEY = 0x6F706C6174
 
 
+# ---------------------------------------------------------------------- secrets
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<secret>[^\s]*?)(?=@[^\s@]*(?:\s|$))")
+_KEY_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>[^\s&;'\"]+)", re.IGNORECASE)
+
+
+def mask_password(text: str, url: str | None = None) -> str:
+    """``text`` with every password in it replaced by ``***``: that of any
+    ``scheme://user:password@host`` URL, any ``password=…`` pair and, given the storage
+    ``url``, its password wherever else it appears (as written or %-decoded). The one place
+    oplat hides a storage password: reports, summaries, errors and the dashboard command
+    all name a storage through it."""
+    if not text:
+        return text
+    out = _URL_PASSWORD.sub(lambda m: m["head"] + "***", text)
+    out = _KEY_PASSWORD.sub(lambda m: m["head"] + "***", out)
+    if url:
+        secrets = {m["secret"] for m in _URL_PASSWORD.finditer(url)} | {m["secret"] for m in _KEY_PASSWORD.finditer(url)}
+        for secret in sorted(secrets | {unquote(s) for s in secrets}, key=len, reverse=True):
+            if len(secret) >= 3 and secret != "***":  # a one- or two-character "password" would mask half the message
+                out = out.replace(secret, "***")
+    return out
+
+
+def _first_line(exc: BaseException, url: str | None) -> str:
+    text = str(exc).strip()
+    return mask_password(text.splitlines()[0] if text else type(exc).__name__, url)
+
+
+# ---------------------------------------------------------------------- database URLs
+def sqlalchemy_url(url: str) -> str:
+    """The URL SQLAlchemy opens for ``url``: a plain ``postgresql://`` (or ``postgres://``)
+    URL names psycopg 3 (``postgresql+psycopg://``, the ``postgres`` extra), unless only
+    psycopg2 is installed; anything else is unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("postgresql", "postgres"):
+        from importlib.util import find_spec
+
+        if find_spec("psycopg") is not None or find_spec("psycopg2") is None:
+            return "postgresql+psycopg://" + rest
+        return "postgresql://" + rest
+    return url
+
+
+def _driver_hint(url: str) -> str:
+    scheme = url.partition("://")[0].lower()
+    if scheme.startswith("postgres"):
+        return "install the PostgreSQL driver: pip install 'oplat[postgres]' (psycopg 3)"
+    if scheme.startswith("mysql"):
+        return "install the URL's database driver (e.g. pip install pymysql for mysql+pymysql://)"
+    return "install the URL's database driver"
+
+
+def dashboard_command(storage: str | None, out_dir: str | Path) -> str:
+    """The shell command that opens the study of ``storage`` (as :func:`open_storage` takes
+    it) in optuna-dashboard; a password in a URL is shown as ``***``."""
+    path, _ = _journal_file(storage, Path(out_dir))
+    target = str(path) if path is not None else mask_password(sqlalchemy_url(storage or ""), storage)
+    return f"optuna-dashboard {shlex.quote(target)}"
+
+
+# ---------------------------------------------------------------------- locks
 class _Flock:
-    """An exclusive ``flock`` on a file (released by the kernel when the process dies)."""
+    """An ``flock`` on a file (released by the kernel when the process dies)."""
 
     def __init__(self, path: Path, *, blocking: bool) -> None:
         import fcntl
@@ -44,8 +148,9 @@ class _Flock:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self._blocking = blocking
 
-    def acquire(self) -> bool:
-        flags = self._fcntl.LOCK_EX | (0 if self._blocking else self._fcntl.LOCK_NB)
+    def acquire(self, *, shared: bool = False, blocking: bool | None = None) -> bool:
+        blocking = self._blocking if blocking is None else blocking
+        flags = (self._fcntl.LOCK_SH if shared else self._fcntl.LOCK_EX) | (0 if blocking else self._fcntl.LOCK_NB)
         try:
             self._fcntl.flock(self._fd, flags)
         except BlockingIOError:
@@ -64,101 +169,197 @@ class _Flock:
         os.close(self._fd)
 
 
-# ---------------------------------------------------------------------- the journal backend
-class _FlockedJournal:
-    """What oplat changes in Optuna's ``JournalFileBackend`` (mixed in before it, see
-    :func:`_journal_backend`): same file format, no fsync per record, an ``flock`` instead
-    of Optuna's symlink lock, a torn tail cut on open, no re-read of a file that has not grown."""
+class _FileStudyLock:
+    """The study lock of a journal (the journal file) or an SQLite database (its folder):
+    an exclusive ``flock`` for a moment."""
 
-    def _oplat_open(self, file_path: str) -> None:
-        self._oplat_path = file_path
-        self._oplat_lock = _Flock(Path(file_path + ".flock"), blocking=True)
-        self._oplat_synced = time.monotonic()
-        self._oplat_cut_torn_tail()
+    def __init__(self, path: Path) -> None:
+        import fcntl
 
-    def _oplat_cut_torn_tail(self) -> None:
-        # A writer killed inside its write (or a power cut) can leave a last line without
-        # its newline. Optuna skips it, but the next append would glue a record onto it
-        # and make the file unreadable. Under the writers' lock nobody is mid-write, so a
-        # tail without a newline is torn: cut it (it was never a finished record).
-        self._oplat_lock.acquire()
+        self._fcntl = fcntl
+        self._fd = os.open(path, os.O_RDONLY)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        self._fcntl.flock(self._fd, self._fcntl.LOCK_EX)
         try:
-            fd = os.open(self._oplat_path, os.O_RDWR)
-            try:
-                size = os.fstat(fd).st_size
-                if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            yield
+        finally:
+            self._fcntl.flock(self._fd, self._fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class _PgStudyLock:
+    """A PostgreSQL session advisory lock, taken on its own autocommit connection (the
+    server drops it with the connection, so a killed worker never keeps it)."""
+
+    def __init__(self, conn, key: int) -> None:
+        self._conn, self._key = conn, key
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        from sqlalchemy import text
+
+        self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+        try:
+            yield
+        finally:
+            self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+
+    def close(self) -> None:
+        pass
+
+
+class _NoStudyLock:
+    """Databases oplat has no lock for: workers may overshoot ``--trials`` by a few."""
+
+    def hold(self):
+        return nullcontext()
+
+    def close(self) -> None:
+        pass
+
+
+def _lock_key(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big", signed=True)
+
+
+class _JournalWorkers:
+    """``<journal>.flock``: held shared by every oplat worker on a journal while it runs."""
+
+    def __init__(self, journal: Path) -> None:
+        self._lock = _Flock(Path(str(journal) + ".flock"), blocking=True)
+        self._exclusive = False
+
+    def join(self) -> bool:
+        """Join the journal's workers; True when no other oplat worker is running (held
+        exclusively until :meth:`share`)."""
+        if self._lock.acquire(blocking=False):
+            self._exclusive = True
+            return True
+        self._lock.acquire(shared=True)
+        return False
+
+    def share(self) -> None:
+        if self._exclusive:
+            self._lock.acquire(shared=True)  # flock converts the lock
+            self._exclusive = False
+
+    def close(self) -> None:
+        self._lock.close()  # closing the descriptor drops the flock
+
+
+# ---------------------------------------------------------------------- the journal backend
+@lru_cache(maxsize=1)
+def _journal_class() -> type:
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock  # Optuna is imported only when a study opens
+
+    class _OplatJournalFile(JournalFileBackend):
+        """Optuna's ``JournalFileBackend`` with Optuna's ``JournalFileOpenLock``; a batch
+        of records is one ``write`` without an fsync (see the module docstring), a file
+        that has not grown since the last read is not read again, a torn tail is cut on
+        open."""
+
+        def __init__(self, file_path: str, *, alone: bool) -> None:
+            lock = JournalFileOpenLock(file_path)
+            super().__init__(file_path, lock_obj=lock)
+            self._oplat_path = file_path
+            self._oplat_lock = lock
+            self._oplat_synced = time.monotonic()
+            self._oplat_read_to: tuple[int, int] | None = None  # (next log number, file size) after a full read
+            if alone:
+                self._oplat_clear_stale_lock()
+            self._oplat_cut_torn_tail()
+
+        def _oplat_clear_stale_lock(self) -> None:
+            # No other oplat worker runs: a lock file that stays is a killed writer's
+            # (Optuna's own writers hold it for one write).
+            lock_file = self._oplat_path + _OPTUNA_LOCK_SUFFIX
+            deadline = time.monotonic() + _STALE_LOCK_WAIT_S
+            while os.path.lexists(lock_file):
+                if time.monotonic() > deadline:
+                    try:
+                        os.unlink(lock_file)
+                    except FileNotFoundError:
+                        return
+                    warn(f"removed the journal lock {lock_file} (left by a run killed while writing)")
                     return
-                keep, end = 0, size
-                while end > 0:
-                    start = max(0, end - (1 << 16))
-                    i = os.pread(fd, end - start, start).rfind(b"\n")
-                    if i >= 0:
-                        keep = start + i + 1
-                        break
-                    end = start
-                os.ftruncate(fd, keep)
+                time.sleep(0.01)
+
+        def _oplat_cut_torn_tail(self) -> None:
+            # A writer killed inside its write (or a power cut) can leave a last line without
+            # its newline. Optuna skips it, but the next append would glue a record onto it
+            # and make the file unreadable. Under the writers' lock nobody is mid-write, so a
+            # tail without a newline is torn: cut it (it was never a finished record).
+            self._oplat_lock.acquire()
+            try:
+                fd = os.open(self._oplat_path, os.O_RDWR)
+                try:
+                    size = os.fstat(fd).st_size
+                    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+                        return
+                    keep, end = 0, size
+                    while end > 0:
+                        start = max(0, end - (1 << 16))
+                        i = os.pread(fd, end - start, start).rfind(b"\n")
+                        if i >= 0:
+                            keep = start + i + 1
+                            break
+                        end = start
+                    os.ftruncate(fd, keep)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            finally:
+                self._oplat_lock.release()
+            warn(f"{self._oplat_path} ended in a torn record ({size - keep} bytes, a run killed while writing it); cut it off")
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
+            self._oplat_lock.acquire()
+            try:
+                fd = os.open(self._oplat_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    if time.monotonic() - self._oplat_synced > _FSYNC_EVERY_S:
+                        os.fsync(fd)
+                        self._oplat_synced = time.monotonic()
+                finally:
+                    os.close(fd)
+            finally:
+                self._oplat_lock.release()
+
+        def read_logs(self, log_number_from: int):
+            # Optuna re-reads the journal before every storage call (~20 per trial). When
+            # the file has not grown since a read that ended at this log number (every
+            # writer appends), there is nothing new: a stat instead of an open and a read.
+            try:
+                size = os.stat(self._oplat_path).st_size
+            except OSError:
+                size = -1
+            if self._oplat_read_to == (log_number_from, size):
+                return iter(())
+            return self._oplat_read(log_number_from, size)
+
+        def _oplat_read(self, log_number: int, size: int):
+            for log in super().read_logs(log_number):
+                log_number += 1
+                yield log
+            self._oplat_read_to = (log_number, size)
+
+        def sync(self) -> None:
+            fd = os.open(self._oplat_path, os.O_RDONLY)
+            try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        finally:
-            self._oplat_lock.release()
-        warn(f"{self._oplat_path} ended in a torn record ({size - keep} bytes, a run killed while writing it); cut it off")
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
-        self._oplat_lock.acquire()
-        try:
-            fd = os.open(self._oplat_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if time.monotonic() - self._oplat_synced > _FSYNC_EVERY_S:
-                    os.fsync(fd)
-                    self._oplat_synced = time.monotonic()
-            finally:
-                os.close(fd)
-        finally:
-            self._oplat_lock.release()
-
-    def read_logs(self, log_number_from: int):
-        # Optuna re-reads the journal before every storage call (~20 per trial). When
-        # the file has not grown since the last read (every writer appends), there is
-        # nothing new: a stat instead of an open and a read.
-        offsets = getattr(self, "_log_number_offset", None)
-        if offsets is not None and log_number_from in offsets:
-            try:
-                if os.stat(self._oplat_path).st_size == offsets[log_number_from]:
-                    return iter(())
-            except OSError:
-                pass
-        return super().read_logs(log_number_from)
-
-    def sync(self) -> None:
-        fd = os.open(self._oplat_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._oplat_synced = time.monotonic()
-
-
-@lru_cache(maxsize=1)
-def _journal_class() -> type:
-    from optuna.storages.journal import JournalFileBackend  # Optuna is imported only when a study opens
-
-    class _OplatJournalFile(_FlockedJournal, JournalFileBackend):
-        def __init__(self, file_path: str) -> None:
-            JournalFileBackend.__init__(self, file_path)
-            self._oplat_open(file_path)
+            self._oplat_synced = time.monotonic()
 
     return _OplatJournalFile
-
-
-def _journal_backend(path: Path):
-    """An Optuna journal file backend: same file format, no fsync per record (see the
-    module docstring), an ``flock`` instead of Optuna's symlink lock."""
-    return _journal_class()(str(path))
 
 
 # ---------------------------------------------------------------------- which file, and is it a journal
@@ -228,36 +429,158 @@ def _check_journal_file(path: Path, hint: str) -> None:
         raise OplatError(f"{path} is not an Optuna journal file (its first line is not a journal record); {hint}")
 
 
-def open_storage(storage: str | None, out_dir: Path):
-    """(storage object or URL, journal backend or None, text for reports)."""
+# ---------------------------------------------------------------------- opening a study's storage
+@dataclass
+class OpenedStorage:
+    """An open study storage. ``storage``: the Optuna storage object; ``text``: how outputs
+    name it (password masked); ``journal``: its file (None for a database); ``alone``: no
+    other oplat worker uses it, so its RUNNING trials are a killed run's; ``lock``: held
+    (``lock.hold()``) to set the study up and to claim each trial."""
+
+    storage: Any
+    text: str
+    journal: Path | None
+    alone: bool
+    lock: Any
+    _backend: Any = None
+    _workers: _JournalWorkers | None = None
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def set_up_done(self) -> None:
+        """The study is set up: let other workers join (a lone journal worker shares its lock)."""
+        if self._workers is not None:
+            self._workers.share()
+
+    def close(self) -> None:
+        """fsync the journal and drop this worker's locks and connections."""
+        try:
+            if self._backend is not None:
+                self._backend.sync()
+        finally:
+            for close in reversed(self._closers):
+                try:
+                    close()
+                except Exception:  # pragma: no cover - closing is best effort
+                    pass
+            self._closers.clear()
+
+
+def open_storage(
+    storage: str | None, out_dir: Path, *, name: str, on_stale: Callable[[Any, Any], None] | None = None
+) -> OpenedStorage:
+    """Open the storage of study ``name`` (``storage`` as :class:`~oplat.search.SearchConfig`
+    takes it). ``on_stale(study, trial)``: called on a database for a trial whose worker's
+    heartbeat stopped (after Optuna fails it)."""
     from optuna.storages import JournalStorage
 
     path, hint = _journal_file(storage, out_dir)
     if path is None:
-        return storage, None, storage
+        return _open_database(storage or "", name=name, on_stale=on_stale)
     writable = "pick a writable --results" if storage is None else "give a writable --storage path"
+    closers: list[Callable[[], None]] = []
     try:
-        backend = _journal_backend(path)
+        workers = _JournalWorkers(path)
+        closers.append(workers.close)
+        alone = workers.join()
+        backend = _journal_class()(str(path), alone=alone)
+        lock = _FileStudyLock(path)
+        closers.append(lock.close)
     except OSError as exc:
+        for close in reversed(closers):
+            close()
         raise OplatError(f"cannot write the study journal {path} ({exc.strerror}); {writable}") from None
+    opened = OpenedStorage(None, str(path), path, alone, lock, _backend=backend, _workers=workers, _closers=closers)
     try:
-        return JournalStorage(backend), backend, str(path)
+        opened.storage = JournalStorage(backend)
     except Exception as exc:  # a damaged journal: Optuna raises JSON, key or value errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OplatError(f"cannot read the study journal {path} ({type(exc).__name__}: {first}); {hint}") from None
+        opened.close()
+        raise OplatError(f"cannot read the study journal {path} ({type(exc).__name__}: {_first_line(exc, None)}); {hint}") from None
+    return opened
+
+
+def _open_database(url: str, *, name: str, on_stale) -> OpenedStorage:
+    text = mask_password(url)
+    sa_url = sqlalchemy_url(url)
+    closers: list[Callable[[], None]] = []
+    try:
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        engine = sqlalchemy.create_engine(sa_url, poolclass=NullPool)  # the lock's connection
+        closers.append(engine.dispose)
+        dialect, database = engine.dialect.name, engine.url.database
+        if dialect == "postgresql":
+            conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            closers.append(conn.close)
+            schema_lock, lock = _PgStudyLock(conn, _SCHEMA_LOCK_KEY), _PgStudyLock(conn, _lock_key(f"oplat-study:{name}"))
+        elif dialect == "sqlite" and database not in (None, "", ":memory:") and Path(database).parent.is_dir():
+            lock = _FileStudyLock(Path(database).parent)
+            closers.append(lock.close)
+            schema_lock = lock
+        else:
+            schema_lock = lock = _NoStudyLock()
+        with schema_lock.hold():  # workers starting together on a fresh database create the tables once
+            rdb = _rdb_storage(sa_url, on_stale)
+    except ImportError as exc:
+        _close_all(closers)
+        raise OplatError(f"storage {text}: {_first_line(exc, url)} — {_driver_hint(url)}") from None
+    except OplatError:
+        _close_all(closers)
+        raise
+    except Exception as exc:  # a storage URL can fail in many driver-specific ways
+        _close_all(closers)
+        raise OplatError(f"cannot open the study storage {text}: {_first_line(exc, url)}") from None
+    return OpenedStorage(rdb, text, None, False, lock, _closers=closers)
+
+
+def _close_all(closers: list[Callable[[], None]]) -> None:
+    for close in reversed(closers):
+        try:
+            close()
+        except Exception:  # pragma: no cover
+            pass
+
+
+def _rdb_storage(url: str, on_stale):
+    """Optuna's ``RDBStorage`` with heartbeats (a dead worker's trial is failed after
+    :data:`STALE_S` and handed to ``on_stale``); a table creation another client raced
+    us to is retried."""
+    import inspect
+    import warnings
+
+    import optuna
+    import sqlalchemy.exc
+
+    kwargs: dict[str, Any] = {}
+    if on_stale is not None:
+        params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+        callback = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+        kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": STALE_S, callback: on_stale}
+    for attempt in range(4):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 3:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("not reached")  # pragma: no cover
 
 
 # ---------------------------------------------------------------------- one search per folder
 class FolderLock:
-    """Holds ``<out_dir>/search.lock`` while a search with a journal file runs and emits.
+    """Holds ``<out_dir>/search.lock`` while a search with the default journal
+    (``<out_dir>/study.journal``) runs and emits.
 
-    With a storage URL nothing is locked (workers elsewhere share the study) and
-    ``owned`` is False, so trials other workers are running are left alone.
+    With ``--storage`` (a journal path or a database URL) nothing is locked (several workers
+    share the study and may emit into one folder; every emitted file is replaced whole) and
+    ``owned`` is False.
     """
 
     def __init__(self, out_dir: Path, storage: str | None) -> None:
         self.out_dir = out_dir
-        self.owned = storage is None or "://" not in storage
+        self.owned = storage is None
         self._lock: _Flock | None = None
 
     def __enter__(self) -> FolderLock:
@@ -270,7 +593,10 @@ class FolderLock:
             raise OplatError(f"cannot write to {self.out_dir} ({exc.strerror}); pick a writable --results") from None
         if not lock.acquire():
             lock.close()
-            raise OplatError(f"another oplat search is running in {self.out_dir}; wait for it to finish or pick another --name")
+            raise OplatError(
+                f"another oplat search is running in {self.out_dir}; wait for it to finish or pick another --name "
+                "(several workers on one study: give each the same --storage, a journal file or a database URL)"
+            )
         lock.write_pid()
         self._lock = lock
         return self

@@ -6,11 +6,25 @@ Each trial picks a network from a :class:`~oplat.space.SearchSpace`
 and scores its quality (:func:`~oplat.search.proxy.quality_proxy`). Latency ≤ budget is an
 Optuna constraint, so infeasible trials stay in the study and the sampler learns from them.
 
-Resuming: ``trials`` is the total the study should reach, so a resumed search runs only the
-missing ones. A resumed search that owns its folder (a journal file) marks trials a killed
-run left RUNNING as FAIL and runs their parameters again; with a storage URL running trials
-are left alone (another worker may own them). A study made for another space, budget,
-precision or mode is refused.
+Resuming and workers: ``trials`` is the total of finished trials the study should reach,
+across every worker, so a resumed search runs only the missing ones and two workers started
+with ``--trials 40`` together run 40. Each worker claims a trial under the storage's study
+lock (:class:`~oplat.search.storage.OpenedStorage`) only while the study's COMPLETE,
+PRUNED and RUNNING trials (other workers' included) are fewer than ``trials``. A search
+that is alone on its journal marks trials a killed run left RUNNING as FAIL and runs their
+parameters again; on a database a RUNNING trial is failed and run again once its worker's
+heartbeat stops; otherwise running trials are left alone (another worker owns them). A
+study made for another space, budget, precision or mode is refused.
+
+optuna-dashboard: each trial records ``predicted_ms``, ``quality_proxy`` and ``feasible``
+as user attributes and its constraint (predicted ms − budget) both as Optuna 5's named
+constraint and in the ``constraints`` list the dashboard reads (greying infeasible trials);
+the objectives carry names (``study.set_metric_names``). The dashboard picks its best trial
+and Pareto front from objective values alone, ignoring constraints, so an infeasible
+trial's quality objective is recorded as :data:`INFEASIBLE_QUALITY` (0: every network of
+the family scores Q > 3) — its true Q stays in ``quality_proxy``. The samplers never read
+an infeasible trial's values (TPE and NSGA-II rank infeasible trials by their constraint
+violation alone), so the search is the same.
 
 Ctrl-C ends a search with ``KeyboardInterrupt`` and no Optuna log: inside a trial the
 trial is told FAIL and queued again for the next run; inside Optuna's bookkeeping the
@@ -27,6 +41,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +52,18 @@ from oplat.progress import progress_bar
 from oplat.search import proxy
 from oplat.search.config import SearchConfig
 from oplat.search.pricing import PRECISIONS, Prices, fastest_priced
-from oplat.search.storage import open_storage
+from oplat.search.storage import OpenedStorage, mask_password, open_storage
 from oplat.space import SearchSpace, arch_from_trial, trial_params
 
-__all__ = ["Interrupts", "StudyRun", "completed_trials", "preflight", "run_study"]
+__all__ = ["INFEASIBLE_QUALITY", "Interrupts", "StudyRun", "completed_trials", "metric_names", "preflight", "run_study"]
+
+#: The quality objective an infeasible trial records (its true Q is the user attribute
+#: ``quality_proxy``): below every network's Q, so optuna-dashboard's best trial and Pareto
+#: front, which ignore constraints, hold feasible trials only.
+INFEASIBLE_QUALITY = 0.0
+#: How long a worker whose study is full waits for the trials other workers still run
+#: before it emits (seconds).
+WAIT_FOR_OTHERS_S = 30.0
 
 
 # ---------------------------------------------------------------------- before the study
@@ -186,11 +209,30 @@ def _constraints_func(trial) -> list[float]:
     return list(trial.user_attrs.get("constraint", [0.0]))
 
 
-def _set_constraint(trial, slack_ms: float) -> None:
+def _set_constraint(trial, slack_ms: float, trial_id: int) -> None:
     if hasattr(trial, "set_constraint"):  # Optuna >= 5: constraints live on the trial
         trial.set_constraint("latency_ms", slack_ms)
-    else:  # Optuna 4: read back by _constraints_func
+        # ... under "constraints:latency_ms"; optuna-dashboard (0.21) reads only the list
+        # under "constraints" (what Optuna 4's samplers write), so write that too.
+        trial.storage.set_trial_system_attr(trial_id, "constraints", [slack_ms])
+    else:  # Optuna 4: read back by _constraints_func (the sampler writes the list)
         trial.set_user_attr("constraint", [slack_ms])
+
+
+def metric_names(config: SearchConfig) -> list[str]:
+    """The study's objective names, as oplat prints them (optuna-dashboard shows them)."""
+    quality = f"{proxy.QUALITY_PROXY_NAME}: log2 MACs/px + log2 RF"
+    return [f"predicted {config.precision} ms", quality] if config.pareto else [quality]
+
+
+def _set_metric_names(study, config: SearchConfig) -> None:
+    import optuna
+
+    names = metric_names(config)
+    if getattr(study, "metric_names", None) != names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def _sampler(space: SearchSpace, *, pareto: bool, seed: int | None):
@@ -211,28 +253,54 @@ def _sampler(space: SearchSpace, *, pareto: bool, seed: int | None):
         )
 
 
-def _create_study(config: SearchConfig, storage_obj, storage_text: str):
+class _StudyFull(Exception):
+    """The study holds (or is running) all the trials it should: this worker stops."""
+
+
+@lru_cache(maxsize=1)
+def _capped_study_class() -> type:
+    import optuna
+    from optuna.trial import TrialState
+
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+    class _CappedStudy(optuna.Study):
+        """A study whose ``ask`` claims a trial under the storage's study lock, and only
+        while the study's finished and running trials (every worker's) are fewer than
+        ``total``: a queued (WAITING) trial is taken first; a new one is made only when the
+        queued ones do not already fill the study. Otherwise ``ask`` raises ``_StudyFull``."""
+
+        def __init__(self, *args, cap: tuple[Any, int], **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._oplat_cap = cap
+
+        def ask(self, fixed_distributions=None):
+            lock, total = self._oplat_cap
+            with lock.hold():
+                trials = self.get_trials(deepcopy=False, states=counted)
+                waiting = sum(t.state == TrialState.WAITING for t in trials)
+                if len(trials) - waiting >= total or (not waiting and len(trials) >= total):
+                    raise _StudyFull
+                return super().ask(fixed_distributions)
+
+    return _CappedStudy
+
+
+def _create_study(config: SearchConfig, opened: OpenedStorage):
     import optuna
 
     directions = ["minimize", "maximize"] if config.pareto else ["maximize"]
+    sampler = _sampler(config.space, pareto=config.pareto, seed=config.seed)
     try:
-        return optuna.create_study(
-            study_name=config.name,
-            storage=storage_obj,
-            sampler=_sampler(config.space, pareto=config.pareto, seed=config.seed),
-            directions=directions,
-            load_if_exists=True,
+        optuna.create_study(
+            study_name=config.name, storage=opened.storage, sampler=sampler, directions=directions, load_if_exists=True
         )
+        return _capped_study_class()(config.name, opened.storage, sampler, cap=(opened.lock, config.trials))
     except OplatError:
         raise
-    except ImportError as exc:
-        raise OplatError(
-            f"storage {storage_text}: {str(exc).strip().splitlines()[0]} — install sqlalchemy and the URL's database "
-            "driver (e.g. psycopg2-binary for postgresql://)"
-        ) from None
     except Exception as exc:  # a storage URL can fail in many driver-specific ways
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OplatError(f"cannot open the study storage {storage_text}: {first}") from None
+        raise OplatError(f"cannot open the study storage {opened.text}: {mask_password(first, config.storage)}") from None
 
 
 def _set_up(study, config: SearchConfig, fastest: ArchSpec, storage_text: str) -> None:
@@ -253,10 +321,17 @@ def _set_up(study, config: SearchConfig, fastest: ArchSpec, storage_text: str) -
             study.set_user_attr(key, value)
     else:
         raise OplatError(f"study {config.name!r} in {storage_text} was not made by oplat search; pick another --name")
+    _set_metric_names(study, config)
+
+
+def _retry_stale(study, trial) -> None:
+    """A database worker's heartbeat stopped (Optuna failed its trial): run it again."""
+    retry = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    study.enqueue_trial(retry, user_attrs={"oplat.retry_of": trial.number})
 
 
 def _retry_killed(study, storage_obj, name: str) -> None:
-    """We own the folder, so a RUNNING trial is a killed run's: fail it, run it again."""
+    """We are alone on the journal, so a RUNNING trial is a killed run's: fail it, run it again."""
     from optuna.trial import TrialState
 
     study_id = storage_obj.get_study_id_from_name(name)
@@ -273,22 +348,26 @@ class _Objective:
     """Prices and scores one trial's network; a Ctrl-C inside it fails the trial quietly
     and queues its parameters again."""
 
-    def __init__(self, config: SearchConfig, prices: Prices, study, interrupts: Interrupts) -> None:
+    def __init__(self, config: SearchConfig, prices: Prices, study, interrupts: Interrupts, storage_obj) -> None:
         self.config, self.prices, self.study, self.interrupts = config, prices, study, interrupts
+        self.storage, self.study_id = storage_obj, storage_obj.get_study_id_from_name(config.name)
 
     def score(self, trial):
         config = self.config
         arch = arch_from_trial(trial, config.space)
         priced = self.prices.price(arch, config.precision)
         quality = proxy.quality_proxy(arch)  # looked up on the module: tests wrap it to interrupt a trial
-        _set_constraint(trial, priced.predicted_ms - config.budget_ms)
+        slack = priced.predicted_ms - config.budget_ms
+        _set_constraint(trial, slack, self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
         trial.set_user_attr("predicted_ms", priced.predicted_ms)
         trial.set_user_attr("quality_proxy", quality)
+        trial.set_user_attr("feasible", slack <= 0)
         trial.set_user_attr("params", params(arch))
         trial.set_user_attr("macs", macs(arch))
         trial.set_user_attr("arch", describe(arch))
         trial.set_user_attr("measured_share", priced.measured_share)
-        return (priced.predicted_ms, quality) if config.pareto else quality
+        value = quality if slack <= 0 else INFEASIBLE_QUALITY  # see the module docstring (optuna-dashboard)
+        return (priced.predicted_ms, value) if config.pareto else value
 
     def __call__(self, trial):
         import optuna
@@ -316,6 +395,7 @@ class _BestSoFar:
         self.budget_ms = budget_ms
         self.q, self.ms = -math.inf, math.nan
         self.bar = None
+        self.ran = 0  # trials this call finished
         for t in completed_trials(study):
             ms, q = t.user_attrs.get("predicted_ms"), t.user_attrs.get("quality_proxy")
             if ms is not None and q is not None and ms <= budget_ms and q > self.q:
@@ -329,6 +409,7 @@ class _BestSoFar:
     def on_trial(self, _study, frozen) -> None:
         from optuna.trial import TrialState
 
+        self.ran += 1
         self.bar.update(1)
         if frozen.state == TrialState.COMPLETE:
             ms, q = frozen.user_attrs.get("predicted_ms"), frozen.user_attrs.get("quality_proxy")
@@ -359,25 +440,29 @@ class StudyRun:
     elapsed_s: float
 
 
-def run_study(config: SearchConfig, prices: Prices, fastest: ArchSpec, *, own_folder: bool, interrupts: Interrupts) -> StudyRun:
-    """Open (or resume) the study of ``config`` and run the trials it still lacks."""
+def run_study(config: SearchConfig, prices: Prices, fastest: ArchSpec, *, interrupts: Interrupts) -> StudyRun:
+    """Open (or resume) the study of ``config`` and run the trials it still lacks (with
+    other workers on the study: until it holds ``config.trials`` finished trials, then
+    wait up to :data:`WAIT_FOR_OTHERS_S` for the trials they still run)."""
     import optuna
 
     config.out_dir.mkdir(parents=True, exist_ok=True)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    backend = None
+    opened = None
     try:
         with interrupts.deferred():
-            storage_obj, backend, storage_text = open_storage(config.storage, config.out_dir)
-            study = _create_study(config, storage_obj, storage_text)
-            interrupts.study = study
-            _set_up(study, config, fastest, storage_text)
-            if own_folder:
-                _retry_killed(study, storage_obj, config.name)
+            opened = open_storage(config.storage, config.out_dir, name=config.name, on_stale=_retry_stale)
+            with opened.lock.hold():  # workers starting together set the study up once
+                study = _create_study(config, opened)
+                interrupts.study = study
+                _set_up(study, config, fastest, opened.text)
+                if opened.alone:
+                    _retry_killed(study, opened.storage, config.name)
+            opened.set_up_done()
             done = len(completed_trials(study))
             remaining = max(0, config.trials - done)
-            objective = _Objective(config, prices, study, interrupts)
+            objective = _Objective(config, prices, study, interrupts, opened.storage)
             best = _BestSoFar(study, config.budget_ms)
             with progress_bar(
                 total=config.trials, initial=min(done, config.trials), unit="trial", desc=f"search {config.name}",
@@ -387,11 +472,34 @@ def run_study(config: SearchConfig, prices: Prices, fastest: ArchSpec, *, own_fo
                 start = time.perf_counter()
                 interrupts.check()  # a Ctrl-C while the study opened: no trial starts
                 if remaining:
-                    study.optimize(objective, n_trials=remaining, callbacks=[best.on_trial], gc_after_trial=False)
+                    try:
+                        study.optimize(objective, n_trials=remaining, callbacks=[best.on_trial], gc_after_trial=False)
+                    except _StudyFull:  # other workers ran the rest
+                        pass
                 elapsed = time.perf_counter() - start
+            if not opened.alone:
+                _wait_for_others(study, interrupts)
     finally:
         optuna.logging.set_verbosity(verbosity)
-        if backend is not None:
-            backend.sync()
-    journal = Path(storage_text) if backend is not None else None
-    return StudyRun(study, prices, journal, storage_text, remaining, elapsed)
+        if opened is not None:
+            opened.close()
+    return StudyRun(study, prices, opened.journal, opened.text, best.ran, elapsed)
+
+
+def _wait_for_others(study, interrupts: Interrupts) -> None:
+    """Before emitting, let the trials other workers still run finish (so every worker
+    emits from the same finished study), for :data:`WAIT_FOR_OTHERS_S` at most."""
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + WAIT_FOR_OTHERS_S
+    while not interrupts.presses:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        if time.monotonic() > deadline:
+            warn(
+                f"{len(running)} trial(s) of other workers still running after {WAIT_FOR_OTHERS_S:g} s; "
+                f"emitting from the {len(completed_trials(study))} completed"
+            )
+            return
+        time.sleep(0.1)
