@@ -477,8 +477,10 @@ def run_study(config: SearchConfig, prices: Prices, fastest: ArchSpec, *, interr
                     except _StudyFull:  # other workers ran the rest
                         pass
                 elapsed = time.perf_counter() - start
-            if not opened.alone:
-                _wait_for_others(study, interrupts)
+            # Always: a worker that started first (alone then) can still have company now,
+            # and the trials the others run must finish before anyone picks the winner.
+            # Its own trials are all finished; a killed run's were failed at the start.
+            _wait_for_others(study, interrupts)
     finally:
         optuna.logging.set_verbosity(verbosity)
         if opened is not None:
