@@ -30,7 +30,7 @@ from oplat.build import complete_nodespec
 from oplat.nodespec import NodeSpec
 from oplat.spec import OPS, OpSpec
 
-__all__ = ["OpSet", "load_opset", "builtin_opsets", "opset_toml"]
+__all__ = ["OpSet", "builtin_opsets", "entry_text", "load_opset", "opset_toml"]
 
 _TOP_KEYS = {"name", "description", "precisions", "hw", "entry"}
 _ENTRY_KEYS = {"op", "c", "channels", "c_out", "kernel", "arity", "mode", "scale", "block", "lo", "hi", "hw", "n", "precision"}
@@ -238,7 +238,7 @@ def _entry_fields(spec) -> dict:
     if isinstance(spec, NodeSpec):
         fields = {"op": spec.kind, "inputs": [i["shape"] for i in spec.inputs]}
         if spec.consts:
-            fields["consts"] = [c for c in spec.consts]
+            fields["consts"] = list(spec.consts)
         if any(spec.attrs):
             fields["attrs"] = list(spec.attrs) if len(spec.attrs) > 1 else spec.attrs[0]
         fields["slots"] = list(spec.slots)
@@ -247,6 +247,12 @@ def _entry_fields(spec) -> dict:
     fields = {k: v for k, v in spec.as_dict().items() if k not in ("h", "w", "layout")}
     fields["hw"] = [[spec.h, spec.w]]
     return fields
+
+
+def entry_text(spec) -> str:
+    """The op-set entry that measures ``spec``, on one line (``op = "conv", c = 3, …``):
+    the same fields :func:`opset_toml` writes, for messages that say what to add."""
+    return ", ".join(f"{k} = {_toml_value(v)}" for k, v in _entry_fields(spec).items())
 
 
 def opset_toml(name: str, specs, *, description: str = "") -> str:

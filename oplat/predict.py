@@ -30,7 +30,6 @@ prediction = composition(Σ kernel compute, Σ kernel layout, boundary elements)
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import numpy as np
 from oplat.errors import OplatError
 from oplat.graph import Kernel, NetGraph, net_graph
 from oplat.nodespec import NodeSpec
+from oplat.opset import entry_text
 from oplat.records import Composition, CompositionFile, FusionVerdict, Row
 from oplat.spec import OpSpec
 from oplat.table import read_table
@@ -265,7 +265,7 @@ class Predictor:
             why = f" (its rows say {failed[0].status}: {failed[0].message})" if failed else ""
             raise _Missing(
                 f"no {spec.precision} {_family_name(spec)} rows{why}; add an [[entry]] with "
-                f"op = \"{spec.op}\"{_family_fields(spec)} to the op set"
+                f"{entry_text(spec)} to the op set"
             )
         here = _position(spec)
         dists = np.array([np.linalg.norm(_position(s) - here) for s, _ in family])
@@ -273,7 +273,7 @@ class Predictor:
             nearest = family[int(np.argmin(dists))][1].label
             raise _Missing(
                 f"the nearest measured row ({nearest}) is {2 ** dists.min():.1f}× away, too far to extrapolate; "
-                f"add an [[entry]] with op = \"{spec.op}\"{_family_fields(spec)} to the op set"
+                f"add an [[entry]] with {entry_text(spec)} to the op set"
             )
         order = np.argsort(dists)[:_NEIGHBOURS]
         weights = 1.0 / (dists[order] + 0.05)
@@ -328,22 +328,6 @@ def _family_name(spec: OpSpec) -> str:
     if spec.op == "concat":
         return f"concat of {spec.arity}"
     return spec.op
-
-
-def _family_fields(spec: OpSpec) -> str:
-    parts = []
-    for name in ("kernel", "arity", "mode", "scale", "block"):
-        value = getattr(spec, name)
-        if value is not None:
-            parts.append(f'{name} = {json.dumps(value)}')
-    parts.append(f"c = {spec.c}")
-    if spec.c_out:
-        parts.append(f"c_out = {spec.c_out}")
-    parts.append(f"hw = [[{spec.h}, {spec.w}]]")
-    if spec.n != 1:
-        parts.append(f"n = {spec.n}")
-    parts.append(f'precision = "{spec.precision}"')
-    return (", " + ", ".join(parts)) if parts else ""
 
 
 # ---------------------------------------------------------------------- composition fit
