@@ -92,15 +92,21 @@ class NetworkResult:
 _SUFFIX = re.compile(r"((_nchwc|_token_\d+)+|/WithoutBiases)$")  # ORT's and OpenVINO's renamings
 
 
+def _kind(spec) -> str:
+    """A kernel's type for per-type errors: the built-in family's op, or a node kernel's op
+    types (``PRelu``, ``Conv+LeakyRelu``) rather than every node kernel lumped as ``onnx``."""
+    return getattr(spec, "kind", spec.op)
+
+
 def _by_kernel_type(pred: Prediction, profile) -> dict:
     """Per op type: (predicted compute ms, profiled ms in the whole network)."""
     owner = {}
     for cost in pred.kernels:
         for node in cost.kernel.nodes:
-            owner[node] = cost.kernel.spec.op
+            owner[node] = _kind(cost.kernel.spec)
     out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for cost in pred.kernels:
-        out[cost.kernel.spec.op][0] += cost.compute_ms
+        out[_kind(cost.kernel.spec)][0] += cost.compute_ms
     if profile is None:
         return {}
     for node in profile.nodes:
