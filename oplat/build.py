@@ -181,17 +181,9 @@ def inputs_for(model_or_spec: onnx.ModelProto | OpSpec, seed: int = 0) -> dict[s
 
 
 # --------------------------------------------------------------------------- any ONNX kernel
-def model_from_nodespec(spec: NodeSpec) -> onnx.ModelProto:
-    """A one-kernel ONNX model of ``spec``'s signature (weights generated deterministically);
-    INT8 groups are built in QDQ form: quantized inputs → DequantizeLinear → ops →
-    QuantizeLinear, quantized weights through their own DequantizeLinear."""
-    rng = np.random.default_rng(zlib.crc32(spec.key.encode()))
-    nodes, inits, graph_inputs = [], [], []
-    int8 = spec.precision == "int8"
-    float_elem = TensorProto.FLOAT16 if spec.precision == "fp16" else TensorProto.FLOAT
-    scale = numpy_helper.from_array(np.array(1 / 64, np.float32), "q_scale")
-    if int8:
-        inits.append(scale)
+def _quantized_inputs(spec: NodeSpec, int8: bool, nodes: list, inits: list, graph_inputs: list) -> list[str]:
+    """Declare ``spec``'s graph inputs; returns the activation names the first op reads
+    (an INT8 group's quantized inputs pass through their own DequantizeLinear)."""
     acts = []
     for i, inp in enumerate(spec.inputs):
         name = f"x{i}"
@@ -203,48 +195,67 @@ def model_from_nodespec(spec: NodeSpec) -> onnx.ModelProto:
             nodes.append(helper.make_node("DequantizeLinear", [name, "q_scale", zero.name], [f"{name}_dq"]))
             name = f"{name}_dq"
         acts.append(name)
-    consts = {(c["op"], c["slot"]): c for c in spec.consts}
-    previous = None
-    for index, op in enumerate(spec.ops):
-        slots = spec.slots[index] if spec.slots else (len(acts) if index == 0 else 1)
-        names = []
-        act_iter = iter(acts if index == 0 else [previous])
-        for slot in range(slots):
-            c = consts.get((index, slot))
-            if c is None:
-                if index > 0 and slot > 0:
-                    names.append("")
-                    continue
-                names.append(next(act_iter, ""))
-                continue
-            if c.get("empty"):  # an omitted optional input (Resize's roi "")
+    return acts
+
+
+def _const_array(c: dict, op: str, slot: int, rng: np.random.Generator) -> np.ndarray:
+    """The initializer value of constant ``c`` (slot ``slot`` of ``op``), drawn from ``rng``
+    where it is generated."""
+    if "value" in c:
+        return np.asarray(c["value"], dtype=onnx.helper.tensor_dtype_to_np_dtype(ELEM_NAMES[c["elem"]])).reshape(c["shape"])
+    if c["elem"] in ("int64", "int32") and not c.get("q"):
+        return np.ones(c["shape"], dtype=onnx.helper.tensor_dtype_to_np_dtype(ELEM_NAMES[c["elem"]]))
+    if c.get("q"):
+        dtype = np.int32 if c["elem"] == "int32" else np.int8
+        return rng.integers(-20, 21, size=c["shape"]).astype(dtype)
+    dtype = np.float16 if c["elem"] == "float16" else np.float32
+    array = (rng.standard_normal(c["shape"]) * 0.1).astype(dtype)
+    if op in ("BatchNormalization",) and slot == 4:  # variance must be positive
+        array = np.abs(array) + np.asarray(0.5, dtype)
+    return array
+
+
+def _const_input(c: dict, index: int, op: str, slot: int, rng: np.random.Generator, nodes: list, inits: list) -> str:
+    """Add constant ``c`` as an initializer (quantized ones through a DequantizeLinear);
+    returns the name op ``index`` reads it by."""
+    cname = f"c{index}_{slot}"
+    array = _const_array(c, op, slot, rng)
+    inits.append(numpy_helper.from_array(array, cname))
+    if c.get("q"):
+        zero = numpy_helper.from_array(np.zeros((), array.dtype), f"{cname}_zero")
+        inits.append(zero)
+        nodes.append(helper.make_node("DequantizeLinear", [cname, "q_scale", zero.name], [f"{cname}_dq"]))
+        cname = f"{cname}_dq"
+    return cname
+
+
+def _op_input_names(spec: NodeSpec, index: int, acts: list[str], previous: str | None,
+                    consts: dict, rng: np.random.Generator, nodes: list, inits: list) -> list[str]:
+    """The input names of op ``index`` (trailing omitted optionals dropped), adding the
+    initializers of its constants."""
+    op = spec.ops[index]
+    slots = spec.slots[index] if spec.slots else (len(acts) if index == 0 else 1)
+    names = []
+    act_iter = iter(acts if index == 0 else [previous])
+    for slot in range(slots):
+        c = consts.get((index, slot))
+        if c is None:
+            if index > 0 and slot > 0:
                 names.append("")
                 continue
-            cname = f"c{index}_{slot}"
-            if "value" in c:
-                array = np.asarray(c["value"], dtype=onnx.helper.tensor_dtype_to_np_dtype(ELEM_NAMES[c["elem"]])).reshape(c["shape"])
-            elif c["elem"] in ("int64", "int32") and not c.get("q"):
-                array = np.ones(c["shape"], dtype=onnx.helper.tensor_dtype_to_np_dtype(ELEM_NAMES[c["elem"]]))
-            elif c.get("q"):
-                dtype = np.int32 if c["elem"] == "int32" else np.int8
-                array = rng.integers(-20, 21, size=c["shape"]).astype(dtype)
-            else:
-                dtype = np.float16 if c["elem"] == "float16" else np.float32
-                array = (rng.standard_normal(c["shape"]) * 0.1).astype(dtype)
-                if op in ("BatchNormalization",) and slot == 4:  # variance must be positive
-                    array = np.abs(array) + np.asarray(0.5, dtype)
-            inits.append(numpy_helper.from_array(array, cname))
-            if c.get("q"):
-                zero = numpy_helper.from_array(np.zeros((), array.dtype), f"{cname}_zero")
-                inits.append(zero)
-                nodes.append(helper.make_node("DequantizeLinear", [cname, "q_scale", zero.name], [f"{cname}_dq"]))
-                cname = f"{cname}_dq"
-            names.append(cname)
-        while names and names[-1] == "":
-            names.pop()
-        out = f"t{index}"
-        nodes.append(helper.make_node(op, names, [out], **spec.attrs[index]))
-        previous = out
+            names.append(next(act_iter, ""))
+            continue
+        if c.get("empty"):  # an omitted optional input (Resize's roi "")
+            names.append("")
+            continue
+        names.append(_const_input(c, index, op, slot, rng, nodes, inits))
+    while names and names[-1] == "":
+        names.pop()
+    return names
+
+
+def _graph_outputs(spec: NodeSpec, int8: bool, previous: str | None, nodes: list, inits: list) -> list:
+    """The graph's single output ``y`` (an INT8 group's re-quantized by QuantizeLinear)."""
     outputs = []
     if int8:
         out_elem = spec.outputs[-1]["elem"] if spec.outputs else "uint8"
@@ -253,16 +264,44 @@ def model_from_nodespec(spec: NodeSpec) -> onnx.ModelProto:
         nodes.append(helper.make_node("QuantizeLinear", [previous, "q_scale", "y_zero"], ["y"]))
         outputs.append(helper.make_tensor_value_info("y", ELEM_NAMES[out_elem if out_elem in ("uint8", "int8") else "uint8"], None))
     else:
+        float_elem = TensorProto.FLOAT16 if spec.precision == "fp16" else TensorProto.FLOAT
         nodes[-1].output[0] = "y"
         outputs.append(helper.make_tensor_value_info("y", float_elem, None))
-    graph = helper.make_graph(nodes, f"oplat_{spec.kind}", graph_inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="oplat", ir_version=IR_VERSION)
+    return outputs
+
+
+def _checked_model(spec: NodeSpec, model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` shape-inferred (strictly) and checked; an invalid kernel is an OplatError."""
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises several types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OplatError(f"{spec.label()}: not a valid ONNX kernel ({first})") from None
+    return model
+
+
+def model_from_nodespec(spec: NodeSpec) -> onnx.ModelProto:
+    """A one-kernel ONNX model of ``spec``'s signature (weights generated deterministically);
+    INT8 groups are built in QDQ form: quantized inputs → DequantizeLinear → ops →
+    QuantizeLinear, quantized weights through their own DequantizeLinear."""
+    rng = np.random.default_rng(zlib.crc32(spec.key.encode()))
+    nodes, inits, graph_inputs = [], [], []
+    int8 = spec.precision == "int8"
+    if int8:
+        inits.append(numpy_helper.from_array(np.array(1 / 64, np.float32), "q_scale"))
+    acts = _quantized_inputs(spec, int8, nodes, inits, graph_inputs)
+    consts = {(c["op"], c["slot"]): c for c in spec.consts}
+    previous = None
+    for index, op in enumerate(spec.ops):
+        names = _op_input_names(spec, index, acts, previous, consts, rng, nodes, inits)
+        out = f"t{index}"
+        nodes.append(helper.make_node(op, names, [out], **spec.attrs[index]))
+        previous = out
+    outputs = _graph_outputs(spec, int8, previous, nodes, inits)
+    graph = helper.make_graph(nodes, f"oplat_{spec.kind}", graph_inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="oplat", ir_version=IR_VERSION)
+    model = _checked_model(spec, model)
     helper.set_model_props(model, {SPEC_METADATA_KEY: spec.key})
     return model
 

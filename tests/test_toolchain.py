@@ -39,7 +39,7 @@ from oplat.toolchain.parsers import (
     parser_names,
 )
 from oplat.toolchain.runner import ToolchainSession
-from oplat.toolchain.transport import Adb, Local, Ssh
+from oplat.toolchain.transport import Adb, Local, Ssh, StepPolicy
 
 PY = sys.executable
 
@@ -452,7 +452,7 @@ def test_missing_adb_and_ssh_name_the_install(tmp_path, monkeypatch):
 def test_ssh_builds_argv(fake_bin, tmp_path):
     key = tmp_path / "id_ed25519"
     ssh = Ssh("192.168.1.20", user="root", port=2222, key=str(key), remote_dir=str(tmp_path / "board"),
-              options=["StrictHostKeyChecking=accept-new"], retries=0)
+              options=["StrictHostKeyChecking=accept-new"], steps=StepPolicy(retries=0))
     assert ssh.reachable() is None
     work = ssh.mkdtemp()
     src = tmp_path / "m.synap"

@@ -328,8 +328,8 @@ def _geomean(values: Sequence[float]) -> float | None:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
-def _side_by_side(tables: Sequence[TableFile], short: list[str], stat: str, ops, precisions, group: bool) -> ReviewTable:
-    latest = [t.latest() for t in tables]
+def _union_keys(latest: list, ops, precisions) -> list[str]:
+    """Keys of the rows (of any table, first seen first) that pass the op/precision filter."""
     keys: list[str] = []
     seen = set()
     for table_rows in latest:
@@ -337,15 +337,79 @@ def _side_by_side(tables: Sequence[TableFile], short: list[str], stat: str, ops,
             if key not in seen and _matches(row, ops, precisions):
                 seen.add(key)
                 keys.append(key)
-    spec_of = {key: next(t[key] for t in latest if key in t) for key in keys}
-    if group:
-        keys = [r.key for r in _ordered([spec_of[k] for k in keys], True)]
+    return keys
+
+
+def _side_by_side_columns(short: list[str], stat: str, group: bool) -> tuple[list[str], list[str], list[str]]:
+    """(headers, align, ratio headers) of a side-by-side table."""
     ratio_headers = [f"{s}/{short[0]}" for s in short[1:]]
     headers = ["Op", "Input (C×H×W)", "Prec", "MACs [M]"]
     headers += [f"{s} {stat} [ms]" for s in short] + [f"{s} GMAC/s" for s in short] + ["Noisy"] + ratio_headers
     align = ["left"] * 3 + ["right"] * (1 + 2 * len(short)) + ["left"] + ["right"] * len(ratio_headers)
     if group:
         headers, align = ["Family", *headers], ["left", *align]
+    return headers, align, ratio_headers
+
+
+def _group_line(family_name: str, member_records: list[dict], short: list[str], devices: list,
+                stat: str, ratio_headers: list[str]) -> tuple[str, list[str], dict]:
+    """The ("group", cells, record) line of a family: the geometric mean of its members' ratios."""
+    count = len(member_records)
+    ratios = [_geomean([record[h] for record in member_records]) for h in ratio_headers]
+    head = [family_name, f"geo-mean of {count} rows", "", "", ""] + [""] * (2 * len(short) + 1) + [
+        f"{r:.2f}" if r is not None else "—" for r in ratios
+    ]
+    record = {
+        "record": "group", "key": f"group:{family_name}", "label": f"{family_name}: geometric mean of {count} ratios",
+        "family": family_name, "op": None, "precision": None, **dict.fromkeys(_spec_fields({})), "macs": None,
+        "stat": stat, "rows": count,
+    }
+    for s, d in zip(short, devices):
+        record.update({f"{s}.device": d, f"{s}.{stat}_ms": None, f"{s}.gmac_s": None, f"{s}.noisy": None, f"{s}.status": None})
+    record.update(zip(ratio_headers, ratios))
+    return ("group", head, record)
+
+
+def _compare_row(key: str, first, latest: list, short: list[str], devices: list, stat: str,
+                 ratio_headers: list[str]) -> tuple[list[str], dict]:
+    """(cells, record) of one op across the tables; ``first`` is the row its spec comes from."""
+    spec = first.data["spec"]
+    rows = [t.get(key) for t in latest]
+    values = [r.stats.of(stat) if r is not None and r.ok else None for r in rows]
+    macs = _macs(first)
+    gmacs = [gmac_per_s(macs, v) for v in values]
+    ratios = [v / values[0] if v is not None and values[0] else None for v in values[1:]]
+    noisy = [s for s, r in zip(short, rows) if r is not None and r.noisy]
+    cells = [op_label(spec), shape_label(spec), spec.get("precision", "fp32"), _mmacs(macs)]
+    cells += [_num(v) if v is not None else "—" for v in values]
+    cells += [_num(g, 1) for g in gmacs]
+    cells += [", ".join(noisy)]
+    cells += [f"{r:.2f}" if r is not None else "—" for r in ratios]
+    record = {
+        "record": "row", "key": key, "label": first.label, "family": family(spec), "op": spec["op"],
+        "precision": spec.get("precision", "fp32"), **_spec_fields(spec), "macs": macs, "stat": stat,
+    }
+    for s, d, r, v, g in zip(short, devices, rows, values, gmacs):
+        record.update(
+            {
+                f"{s}.device": d,
+                f"{s}.{stat}_ms": v,
+                f"{s}.gmac_s": g,
+                f"{s}.noisy": r.noisy if r is not None else None,
+                f"{s}.status": r.status if r is not None else "missing",
+            }
+        )
+    record.update(zip(ratio_headers, ratios))
+    return cells, record
+
+
+def _side_by_side(tables: Sequence[TableFile], short: list[str], stat: str, ops, precisions, group: bool) -> ReviewTable:
+    latest = [t.latest() for t in tables]
+    keys = _union_keys(latest, ops, precisions)
+    spec_of = {key: next(t[key] for t in latest if key in t) for key in keys}
+    if group:
+        keys = [r.key for r in _ordered([spec_of[k] for k in keys], True)]
+    headers, align, ratio_headers = _side_by_side_columns(short, stat, group)
     devices = [t.device.get("name") for t in tables]
     lines: list[tuple[str, list[str], dict]] = []  # (kind, cells, record)
     current: str | None = None
@@ -354,52 +418,15 @@ def _side_by_side(tables: Sequence[TableFile], short: list[str], stat: str, ops,
     def close_group() -> None:
         if current is None or not members:
             return
-        ratios = [_geomean([lines[i][2][h] for i in members]) for h in ratio_headers]
-        head = [current, f"geo-mean of {len(members)} rows", "", "", ""] + [""] * (2 * len(short) + 1) + [
-            f"{r:.2f}" if r is not None else "—" for r in ratios
-        ]
-        record = {
-            "record": "group", "key": f"group:{current}", "label": f"{current}: geometric mean of {len(members)} ratios",
-            "family": current, "op": None, "precision": None, **dict.fromkeys(_spec_fields({})), "macs": None,
-            "stat": stat, "rows": len(members),
-        }
-        for s, d in zip(short, devices):
-            record.update({f"{s}.device": d, f"{s}.{stat}_ms": None, f"{s}.gmac_s": None, f"{s}.noisy": None, f"{s}.status": None})
-        record.update(zip(ratio_headers, ratios))
-        lines.insert(members[0], ("group", head, record))
+        line = _group_line(current, [lines[i][2] for i in members], short, devices, stat, ratio_headers)
+        lines.insert(members[0], line)
 
     for key in keys:
-        spec = spec_of[key].data["spec"]
-        fam = family(spec)
+        fam = family(spec_of[key].data["spec"])
         if group and fam != current:
             close_group()
             current, members = fam, []
-        rows = [t.get(key) for t in latest]
-        values = [r.stats.of(stat) if r is not None and r.ok else None for r in rows]
-        macs = _macs(spec_of[key])
-        gmacs = [gmac_per_s(macs, v) for v in values]
-        ratios = [v / values[0] if v is not None and values[0] else None for v in values[1:]]
-        noisy = [s for s, r in zip(short, rows) if r is not None and r.noisy]
-        cells = [op_label(spec), shape_label(spec), spec.get("precision", "fp32"), _mmacs(macs)]
-        cells += [_num(v) if v is not None else "—" for v in values]
-        cells += [_num(g, 1) for g in gmacs]
-        cells += [", ".join(noisy)]
-        cells += [f"{r:.2f}" if r is not None else "—" for r in ratios]
-        record = {
-            "record": "row", "key": key, "label": spec_of[key].label, "family": fam, "op": spec["op"],
-            "precision": spec.get("precision", "fp32"), **_spec_fields(spec), "macs": macs, "stat": stat,
-        }
-        for s, d, r, v, g in zip(short, devices, rows, values, gmacs):
-            record.update(
-                {
-                    f"{s}.device": d,
-                    f"{s}.{stat}_ms": v,
-                    f"{s}.gmac_s": g,
-                    f"{s}.noisy": r.noisy if r is not None else None,
-                    f"{s}.status": r.status if r is not None else "missing",
-                }
-            )
-        record.update(zip(ratio_headers, ratios))
+        cells, record = _compare_row(key, spec_of[key], latest, short, devices, stat, ratio_headers)
         if group:
             members.append(len(lines))  # the family's line goes in front of its first member
             cells = [fam, *cells]

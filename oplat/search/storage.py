@@ -252,6 +252,89 @@ class _JournalWorkers:
 
 
 # ---------------------------------------------------------------------- the journal backend
+def _clear_stale_lock(path: str) -> None:
+    """Remove Optuna's lock file of the journal ``path`` when it stays past
+    ``_STALE_LOCK_WAIT_S``."""
+    # No other oplat worker runs: a lock file that stays is a killed writer's
+    # (Optuna's own writers hold it for one write).
+    lock_file = path + _OPTUNA_LOCK_SUFFIX
+    deadline = time.monotonic() + _STALE_LOCK_WAIT_S
+    while os.path.lexists(lock_file):
+        if time.monotonic() > deadline:
+            try:
+                os.unlink(lock_file)
+            except FileNotFoundError:
+                return
+            warn(f"removed the journal lock {lock_file} (left by a run killed while writing)")
+            return
+        time.sleep(0.01)
+
+
+def _last_newline_end(fd: int, size: int) -> int:
+    """The offset just past the last newline among the first ``size`` bytes of ``fd``
+    (0 when there is none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        i = os.pread(fd, end - start, start).rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        end = start
+    return 0
+
+
+def _cut_torn_tail(path: str, lock: Any) -> None:
+    """Cut a last line without its newline off the journal ``path`` (under ``lock``)."""
+    # A writer killed inside its write (or a power cut) can leave a last line without
+    # its newline. Optuna skips it, but the next append would glue a record onto it
+    # and make the file unreadable. Under the writers' lock nobody is mid-write, so a
+    # tail without a newline is torn: cut it (it was never a finished record).
+    lock.acquire()
+    try:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+                return
+            keep = _last_newline_end(fd, size)
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        lock.release()
+    warn(f"{path} ended in a torn record ({size - keep} bytes, a run killed while writing it); cut it off")
+
+
+def _append_records(path: str, lock: Any, data: bytes, synced: float) -> float:
+    """Append ``data`` to the journal ``path`` in one ``write`` (under ``lock``), with an
+    fsync when the last was over ``_FSYNC_EVERY_S`` ago; returns when the file was last
+    synced (``synced`` when it was not now)."""
+    lock.acquire()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if time.monotonic() - synced > _FSYNC_EVERY_S:
+                os.fsync(fd)
+                synced = time.monotonic()
+        finally:
+            os.close(fd)
+    finally:
+        lock.release()
+    return synced
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @lru_cache(maxsize=1)
 def _journal_class() -> type:
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock  # Optuna is imported only when a study opens
@@ -274,64 +357,14 @@ def _journal_class() -> type:
             self._oplat_cut_torn_tail()
 
         def _oplat_clear_stale_lock(self) -> None:
-            # No other oplat worker runs: a lock file that stays is a killed writer's
-            # (Optuna's own writers hold it for one write).
-            lock_file = self._oplat_path + _OPTUNA_LOCK_SUFFIX
-            deadline = time.monotonic() + _STALE_LOCK_WAIT_S
-            while os.path.lexists(lock_file):
-                if time.monotonic() > deadline:
-                    try:
-                        os.unlink(lock_file)
-                    except FileNotFoundError:
-                        return
-                    warn(f"removed the journal lock {lock_file} (left by a run killed while writing)")
-                    return
-                time.sleep(0.01)
+            _clear_stale_lock(self._oplat_path)
 
         def _oplat_cut_torn_tail(self) -> None:
-            # A writer killed inside its write (or a power cut) can leave a last line without
-            # its newline. Optuna skips it, but the next append would glue a record onto it
-            # and make the file unreadable. Under the writers' lock nobody is mid-write, so a
-            # tail without a newline is torn: cut it (it was never a finished record).
-            self._oplat_lock.acquire()
-            try:
-                fd = os.open(self._oplat_path, os.O_RDWR)
-                try:
-                    size = os.fstat(fd).st_size
-                    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-                        return
-                    keep, end = 0, size
-                    while end > 0:
-                        start = max(0, end - (1 << 16))
-                        i = os.pread(fd, end - start, start).rfind(b"\n")
-                        if i >= 0:
-                            keep = start + i + 1
-                            break
-                        end = start
-                    os.ftruncate(fd, keep)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            finally:
-                self._oplat_lock.release()
-            warn(f"{self._oplat_path} ended in a torn record ({size - keep} bytes, a run killed while writing it); cut it off")
+            _cut_torn_tail(self._oplat_path, self._oplat_lock)
 
         def append_logs(self, logs: list[dict[str, Any]]) -> None:
             data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
-            self._oplat_lock.acquire()
-            try:
-                fd = os.open(self._oplat_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    if time.monotonic() - self._oplat_synced > _FSYNC_EVERY_S:
-                        os.fsync(fd)
-                        self._oplat_synced = time.monotonic()
-                finally:
-                    os.close(fd)
-            finally:
-                self._oplat_lock.release()
+            self._oplat_synced = _append_records(self._oplat_path, self._oplat_lock, data, self._oplat_synced)
 
         def read_logs(self, log_number_from: int):
             # Optuna re-reads the journal before every storage call (~20 per trial). When
@@ -352,11 +385,7 @@ def _journal_class() -> type:
             self._oplat_read_to = (log_number, size)
 
         def sync(self) -> None:
-            fd = os.open(self._oplat_path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_path(self._oplat_path)
             self._oplat_synced = time.monotonic()
 
     return _OplatJournalFile

@@ -405,22 +405,12 @@ class _Checker:
             raise self.fail(where, f"unknown placeholder {names}; known: {', '.join(sorted(allowed))}")
 
 
-def parse_device_file(data: Mapping[str, Any] | str, source: str = "<string>") -> DeviceFile:
-    """Validate a device file given as TOML text or an already-parsed table."""
-    import tomllib
+_TOP_LEVEL_KEYS = frozenset({"name", "description", "input_format", "parser", "requires", "options", "precision", "compile",
+                             "transport", "run"})
 
-    check = _Checker(source)
-    if isinstance(data, str):
-        try:
-            data = tomllib.loads(data)
-        except tomllib.TOMLDecodeError as exc:
-            raise DeviceFileError(source, "", f"not valid TOML ({exc})") from None
-    check.keys(
-        data,
-        {"name", "description", "input_format", "parser", "requires", "options", "precision", "compile",
-         "transport", "run"},
-        "",
-    )
+
+def _parse_header(check: _Checker, data: Mapping, source: str) -> tuple[str, str, str, str]:
+    """(name, description, input_format, parser) of a device file."""
     default_name = Path(source).stem if source.endswith(".toml") else ""
     name = check.string(data, "name", "name", default=default_name or None)
     if not _NAME.fullmatch(name.replace("-", "_")):
@@ -433,37 +423,47 @@ def parse_device_file(data: Mapping[str, Any] | str, source: str = "<string>") -
     if ":" not in parser and parser not in parser_names():
         raise check.fail("parser", f"unknown parser {parser!r}; use one of {', '.join(parser_names())} "
                                    "or 'package.module:function'")
+    return name, description, input_format, parser
 
+
+def _parse_requires(check: _Checker, data: Mapping) -> list[tuple[str, str]]:
+    """The ``[requires]`` table: (tool, install hint) pairs."""
     requires = []
     for tool, hint in (check.table(data, "requires", "requires") or {}).items():
         if not isinstance(hint, str) or not hint.strip():
             raise check.fail(f"requires.{tool}", "must be an install hint (a non-empty string)")
         requires.append((tool, hint.strip()))
+    return requires
 
-    reserved = set().union(*BUILTIN_PLACEHOLDERS.values()) | TRANSPORT_OVERRIDES
-    options = []
-    for opt_name, table in (check.table(data, "options", "options") or {}).items():
-        where = f"options.{opt_name}"
-        if not _NAME.fullmatch(opt_name):
-            raise check.fail(where, "option names must be letters, digits and _")
-        if opt_name in reserved:
-            raise check.fail(where, f"{opt_name!r} is a built-in name; pick another option name")
-        if not isinstance(table, Mapping):
-            raise check.fail(where, "must be a table with at least `default`")
-        check.keys(table, {"default", "choices", "env", "help"}, where)
-        default = table.get("default")
-        if isinstance(default, bool) or not isinstance(default, (str, int, float)):
-            raise check.fail(f"{where}.default", "missing or not a string/number")
-        choices = table.get("choices", [])
-        if not isinstance(choices, list) or not all(isinstance(c, (str, int, float)) for c in choices):
-            raise check.fail(f"{where}.choices", "must be a list of strings")
-        choices = tuple(str(c) for c in choices)
-        if choices and str(default) not in choices:
-            raise check.fail(f"{where}.default", f"{default!r} is not one of the choices {', '.join(choices)}")
-        env = check.string(table, "env", f"{where}.env", default=f"OPLAT_{opt_name.upper()}")
-        options.append(OptionSpec(opt_name, str(default), choices, env,
-                                  check.string(table, "help", f"{where}.help", default="")))
 
+def _parse_option(check: _Checker, opt_name: str, table: Any, reserved: set[str]) -> OptionSpec:
+    """One ``[options.<opt_name>]`` table."""
+    where = f"options.{opt_name}"
+    if not _NAME.fullmatch(opt_name):
+        raise check.fail(where, "option names must be letters, digits and _")
+    if opt_name in reserved:
+        raise check.fail(where, f"{opt_name!r} is a built-in name; pick another option name")
+    if not isinstance(table, Mapping):
+        raise check.fail(where, "must be a table with at least `default`")
+    check.keys(table, {"default", "choices", "env", "help"}, where)
+    default = table.get("default")
+    if isinstance(default, bool) or not isinstance(default, (str, int, float)):
+        raise check.fail(f"{where}.default", "missing or not a string/number")
+    choices = table.get("choices", [])
+    if not isinstance(choices, list) or not all(isinstance(c, (str, int, float)) for c in choices):
+        raise check.fail(f"{where}.choices", "must be a list of strings")
+    choices = tuple(str(c) for c in choices)
+    if choices and str(default) not in choices:
+        raise check.fail(f"{where}.default", f"{default!r} is not one of the choices {', '.join(choices)}")
+    env = check.string(table, "env", f"{where}.env", default=f"OPLAT_{opt_name.upper()}")
+    return OptionSpec(opt_name, str(default), choices, env,
+                      check.string(table, "help", f"{where}.help", default=""))
+
+
+def _parse_precisions(check: _Checker, data: Mapping, reserved: set[str],
+                      options: list[OptionSpec]) -> tuple[list, set[str] | None]:
+    """The ``[precision.*]`` tables: ((precision, ((key, value), ...)) list, their common
+    key set or None when there are none)."""
     precision_values = []
     key_set: set[str] | None = None
     for prec, table in (check.table(data, "precision", "precision") or {}).items():
@@ -485,35 +485,38 @@ def parse_device_file(data: Mapping[str, Any] | str, source: str = "<string>") -
                                     "every [precision.*] table needs the same keys")
         key_set = keys
         precision_values.append((prec, tuple(values)))
-    extra_names = {o.name for o in options} | (key_set or set())
+    return precision_values, key_set
 
-    compile_spec = None
+
+def _parse_compile(check: _Checker, data: Mapping, extra_names: set[str]) -> CompileSpec | None:
+    """The ``[compile]`` table (None when absent)."""
     compile_table = check.table(data, "compile", "compile")
-    if compile_table is not None:
-        check.keys(compile_table, {"argv", "output", "meta", "timeout_s", "work_dir"}, "compile")
-        argv = check.argv(compile_table, "argv", "compile.argv")
-        allowed = BUILTIN_PLACEHOLDERS["compile"] | extra_names
-        for i, arg in enumerate(argv):
-            check.placeholders(arg, allowed, f"compile.argv[{i}]")
-        output = check.string(compile_table, "output", "compile.output")
-        check.placeholders(output, BUILTIN_PLACEHOLDERS["output"] | extra_names, "compile.output")
-        meta = compile_table.get("meta")
-        if meta is not None:
-            meta = check.string(compile_table, "meta", "compile.meta")
-            check.placeholders(meta, allowed - {"meta"}, "compile.meta")
-        elif any("{meta}" in a for a in argv):
-            raise check.fail("compile.argv", "uses {meta} but [compile] has no `meta` template")
-        compile_spec = CompileSpec(
-            argv=argv,
-            output=output,
-            timeout_s=check.number(compile_table, "timeout_s", "compile.timeout_s", 900.0),
-            meta=meta,
-            work_dir=check.string(compile_table, "work_dir", "compile.work_dir", default=""),
-        )
+    if compile_table is None:
+        return None
+    check.keys(compile_table, {"argv", "output", "meta", "timeout_s", "work_dir"}, "compile")
+    argv = check.argv(compile_table, "argv", "compile.argv")
+    allowed = BUILTIN_PLACEHOLDERS["compile"] | extra_names
+    for i, arg in enumerate(argv):
+        check.placeholders(arg, allowed, f"compile.argv[{i}]")
+    output = check.string(compile_table, "output", "compile.output")
+    check.placeholders(output, BUILTIN_PLACEHOLDERS["output"] | extra_names, "compile.output")
+    meta = compile_table.get("meta")
+    if meta is not None:
+        meta = check.string(compile_table, "meta", "compile.meta")
+        check.placeholders(meta, allowed - {"meta"}, "compile.meta")
+    elif any("{meta}" in a for a in argv):
+        raise check.fail("compile.argv", "uses {meta} but [compile] has no `meta` template")
+    return CompileSpec(
+        argv=argv,
+        output=output,
+        timeout_s=check.number(compile_table, "timeout_s", "compile.timeout_s", 900.0),
+        meta=meta,
+        work_dir=check.string(compile_table, "work_dir", "compile.work_dir", default=""),
+    )
 
-    transport_table = check.table(data, "transport", "transport") or {"kind": "local"}
-    check.keys(transport_table, _TRANSPORT_COMMON, "transport")
-    kind = check.string(transport_table, "kind", "transport.kind", default="local", choices=TRANSPORT_KINDS)
+
+def _parse_transport_settings(check: _Checker, transport_table: Mapping) -> list:
+    """The ``[transport.<kind>]`` tables: (kind, ((key, value), ...)) for each present."""
     settings = []
     for sub_kind in TRANSPORT_KINDS:
         sub = check.table(transport_table, sub_kind, f"transport.{sub_kind}")
@@ -529,7 +532,16 @@ def parse_device_file(data: Mapping[str, Any] | str, source: str = "<string>") -
             if not ok:
                 raise check.fail(f"transport.{sub_kind}.{key}", f"must be a {typ.__name__}, got {value!r}")
         settings.append((sub_kind, tuple(sub.items())))
-    transport = TransportSpec(
+    return settings
+
+
+def _parse_transport(check: _Checker, data: Mapping) -> TransportSpec:
+    """The ``[transport]`` table (a local transport when absent)."""
+    transport_table = check.table(data, "transport", "transport") or {"kind": "local"}
+    check.keys(transport_table, _TRANSPORT_COMMON, "transport")
+    kind = check.string(transport_table, "kind", "transport.kind", default="local", choices=TRANSPORT_KINDS)
+    settings = _parse_transport_settings(check, transport_table)
+    return TransportSpec(
         kind=kind,
         retries=check.integer(transport_table, "retries", "transport.retries", 2),
         retry_delay_s=check.number(transport_table, "retry_delay_s", "transport.retry_delay_s", 1.0, positive=False),
@@ -537,6 +549,9 @@ def parse_device_file(data: Mapping[str, Any] | str, source: str = "<string>") -
         settings=tuple(settings),
     )
 
+
+def _parse_run(check: _Checker, data: Mapping, extra_names: set[str]) -> RunSpec:
+    """The required ``[run]`` table."""
     run_table = check.table(data, "run", "run", required=True)
     check.keys(run_table, {"argv", "timeout_s", "warmup", "env"}, "run")
     run_argv = check.argv(run_table, "argv", "run.argv")
@@ -553,12 +568,35 @@ def parse_device_file(data: Mapping[str, Any] | str, source: str = "<string>") -
             raise check.fail(f"run.env.{key}", "must be NAME = \"string value\"")
         check.placeholders(value, run_allowed, f"run.env.{key}")
         env.append((key, value))
-    run = RunSpec(
+    return RunSpec(
         argv=run_argv,
         timeout_s=check.number(run_table, "timeout_s", "run.timeout_s", 300.0),
         warmup=warmup,
         env=tuple(env),
     )
+
+
+def parse_device_file(data: Mapping[str, Any] | str, source: str = "<string>") -> DeviceFile:
+    """Validate a device file given as TOML text or an already-parsed table."""
+    import tomllib
+
+    check = _Checker(source)
+    if isinstance(data, str):
+        try:
+            data = tomllib.loads(data)
+        except tomllib.TOMLDecodeError as exc:
+            raise DeviceFileError(source, "", f"not valid TOML ({exc})") from None
+    check.keys(data, _TOP_LEVEL_KEYS, "")
+    name, description, input_format, parser = _parse_header(check, data, source)
+    requires = _parse_requires(check, data)
+    reserved = set().union(*BUILTIN_PLACEHOLDERS.values()) | TRANSPORT_OVERRIDES
+    options = [_parse_option(check, opt_name, table, reserved)
+               for opt_name, table in (check.table(data, "options", "options") or {}).items()]
+    precision_values, key_set = _parse_precisions(check, data, reserved, options)
+    extra_names = {o.name for o in options} | (key_set or set())
+    compile_spec = _parse_compile(check, data, extra_names)
+    transport = _parse_transport(check, data)
+    run = _parse_run(check, data, extra_names)
     return DeviceFile(
         name=name,
         description=description,

@@ -46,6 +46,7 @@ __all__ = [
     "CompletedRun",
     "Local",
     "Ssh",
+    "StepPolicy",
     "Transport",
     "find_tool",
     "make_transport",
@@ -295,20 +296,30 @@ class Local(Transport):
         return find_tool(name) is not None
 
 
+@dataclass(frozen=True)
+class StepPolicy:
+    """How a remote transport runs each step: ``retries`` of a transient failure,
+    ``retry_delay_s`` apart, and every push / pull / mkdir / cleanup step's timeout."""
+
+    retries: int = 2
+    retry_delay_s: float = 1.0
+    step_timeout_s: float = 120.0
+
+
 class _Remote(Transport):
     """Shared logic of ``adb`` and ``ssh``: retries, the rc sentinel, remote temp dirs."""
 
     _hint = ""
 
-    def __init__(self, *, remote_dir: str, retries: int, retry_delay_s: float, step_timeout_s: float):
+    def __init__(self, *, remote_dir: str, steps: StepPolicy):
         remote_dir = posixpath.normpath(remote_dir or "/")
         _check_remote_path(remote_dir, "remote_dir")
-        if int(retries) < 0:
-            raise OplatError(f"retries must be >= 0, got {retries}")
+        if int(steps.retries) < 0:
+            raise OplatError(f"retries must be >= 0, got {steps.retries}")
         self.remote_dir = remote_dir
-        self.retries = int(retries)
-        self.retry_delay_s = float(retry_delay_s)
-        self.step_timeout_s = float(step_timeout_s)
+        self.retries = int(steps.retries)
+        self.retry_delay_s = float(steps.retry_delay_s)
+        self.step_timeout_s = float(steps.step_timeout_s)
 
     # -- building blocks a subclass provides
     @abstractmethod
@@ -475,8 +486,7 @@ class Adb(_Remote):
         step_timeout_s: float = 120.0,
         adb: str = "adb",
     ):
-        super().__init__(remote_dir=remote_dir, retries=retries, retry_delay_s=retry_delay_s,
-                         step_timeout_s=step_timeout_s)
+        super().__init__(remote_dir=remote_dir, steps=StepPolicy(retries, retry_delay_s, step_timeout_s))
         serial = serial or None
         if serial is not None and (serial.startswith("-") or not _SAFE_SERIAL.fullmatch(serial)):
             raise OplatError(f"adb serial {serial!r} is not valid; copy it from `adb devices`")
@@ -535,7 +545,10 @@ _SSH_TRANSIENT = re.compile(
 
 
 class Ssh(_Remote):
-    """A Linux board over ``ssh`` (commands) and ``scp`` (files); key auth, never a prompt."""
+    """A Linux board over ``ssh`` (commands) and ``scp`` (files); key auth, never a prompt.
+
+    ``steps`` holds the retries and step timeout (:func:`make_transport` takes them as
+    the flat keyword options ``retries``, ``retry_delay_s``, ``step_timeout_s``)."""
 
     kind = "ssh"
     _hint = SSH_HINT
@@ -550,12 +563,9 @@ class Ssh(_Remote):
         remote_dir: str = "/tmp",
         options: Sequence[str] = (),
         connect_timeout_s: float = 10.0,
-        retries: int = 2,
-        retry_delay_s: float = 1.0,
-        step_timeout_s: float = 120.0,
+        steps: StepPolicy = StepPolicy(),
     ):
-        super().__init__(remote_dir=remote_dir, retries=retries, retry_delay_s=retry_delay_s,
-                         step_timeout_s=step_timeout_s)
+        super().__init__(remote_dir=remote_dir, steps=steps)
         if not host or host.startswith("-") or not _SAFE_HOST.fullmatch(host):
             raise OplatError(f"ssh host {host!r} is not valid; set it in the device file or OPLAT_SSH_HOST")
         if user and not _SAFE_USER.fullmatch(user):
@@ -635,9 +645,15 @@ def _check_remote_path(path: str, what: str) -> None:
         )
 
 
+def _ssh_from_options(*, retries: int = 2, retry_delay_s: float = 1.0, step_timeout_s: float = 120.0,
+                      **options) -> Ssh:
+    """An :class:`Ssh` from flat keyword options (the step options become its ``steps``)."""
+    return Ssh(**options, steps=StepPolicy(retries, retry_delay_s, step_timeout_s))
+
+
 def make_transport(kind: str, **options) -> Transport:
     """Build a transport of ``kind`` (``local``, ``adb``, ``ssh``) from keyword options."""
-    factories: dict[str, Callable[..., Transport]] = {"local": Local, "adb": Adb, "ssh": Ssh}
+    factories: dict[str, Callable[..., Transport]] = {"local": Local, "adb": Adb, "ssh": _ssh_from_options}
     if kind not in factories:
         raise OplatError(f"unknown transport {kind!r}; use one of local, adb, ssh")
     try:
