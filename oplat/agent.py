@@ -117,8 +117,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from oplat import __version__, wire
 from oplat.backends import SelfTimedSession
@@ -129,6 +130,7 @@ from oplat.wire import DEFAULT_PORT, PROTOCOL_VERSION, TOKEN_ENV, TOKEN_FILE_ENV
 
 __all__ = [
     "AgentConfig",
+    "AgentRunConfig",
     "AgentServer",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -240,6 +242,50 @@ class AgentConfig:
             value = float(getattr(self, name))
             if not math.isfinite(value) or value <= 0:
                 raise OplatError(f"agent {name} must be a positive number of seconds, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentRunConfig:
+    """How ``oplat agent`` (:func:`run_agent`) serves, besides where it listens, its token
+    and its device (which :func:`run_agent` takes as arguments).
+
+    Attributes:
+        threads: the device's ``threads`` option (None: the device's default).
+        precision: the device's ``precision`` option (OpenVINO's inference precision;
+            None: the device's default).
+        max_request_bytes, max_runs, max_seconds, read_timeout_s, max_connections: the
+            limits of :class:`AgentConfig`.
+        max_mem_bytes: as in :class:`AgentConfig`; None: its default (a share of this
+            machine's memory).
+        token_file: a file holding the token, read when no ``token`` is given.
+        quiet: no per-request log lines on stderr, and no ``stopped`` line.
+    """
+
+    threads: int | None = None
+    precision: str | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_runs: int = DEFAULT_MAX_RUNS
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    max_mem_bytes: int | None = None
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    token_file: str | os.PathLike | None = None
+    quiet: bool = False
+
+    def serve_options(self, token: str, device: str) -> dict:
+        """The keywords of :func:`serve` (the fields of :class:`AgentConfig`) for this run."""
+        return {
+            "token": token,
+            "device": device,
+            "device_options": {"threads": self.threads, "precision": self.precision},
+            "max_request_bytes": self.max_request_bytes,
+            "max_runs": self.max_runs,
+            "max_seconds": self.max_seconds,
+            "read_timeout_s": self.read_timeout_s,
+            "max_mem_bytes": self.max_mem_bytes,
+            "max_connections": self.max_connections,
+            "quiet": self.quiet,
+        }
 
 
 # ----------------------------------------------------------------------------- formats
@@ -962,53 +1008,56 @@ def make_server(host: str, port: int, config: AgentConfig) -> AgentServer:
         raise OplatError(f"cannot listen on {host}:{port}: {reason}; pick another --port or --host") from None
 
 
+#: How serve's keywords are read into an :class:`AgentConfig`, in this order (None device
+#: options are dropped; a None ``max_mem_bytes`` is the default share of this machine).
+_SERVE_COERCE: dict[str, Callable] = {
+    "device_options": lambda v: {k: x for k, x in (v or {}).items() if x is not None},
+    "max_request_bytes": int,
+    "max_runs": int,
+    "max_seconds": float,
+    "read_timeout_s": float,
+    "max_mem_bytes": lambda v: int(v) if v is not None else Limits.for_agent().max_mem_bytes,
+    "max_nodes": int,
+    "max_inputs": int,
+    "max_connections": int,
+}
+
+
+def _agent_config(config: AgentConfig | None, options: dict) -> AgentConfig:
+    """``config`` with ``options`` replaced, or an :class:`AgentConfig` of ``options`` alone;
+    the options read as :data:`_SERVE_COERCE` says."""
+    options = {**options, **{k: f(options[k]) for k, f in _SERVE_COERCE.items() if k in options}}
+    if config is None:
+        return AgentConfig(**options)
+    if not isinstance(config, AgentConfig):
+        raise TypeError(f"expected an AgentConfig, got {type(config).__name__}")
+    return replace(config, **options) if options else config
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 0,
+    config: AgentConfig | None = None,
     *,
-    token: str,
-    device: str = "cpu",
-    device_options: dict | None = None,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    max_runs: int = DEFAULT_MAX_RUNS,
-    max_seconds: float = DEFAULT_MAX_SECONDS,
-    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-    max_mem_bytes: int | None = None,
-    max_nodes: int = MAX_GRAPH_NODES,
-    max_inputs: int = MAX_INPUTS,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    quiet: bool = False,
     ready: Callable[[AgentServer], None] | None = None,
+    **options: Any,
 ) -> None:
     """Serve until ``server.shutdown()`` is called (``ready`` gets the bound server).
 
-    ``port`` 0 picks a free port (``server.server_address[1]`` says which). Limits:
-    ``max_request_bytes`` and ``max_mem_bytes`` in bytes (``max_mem_bytes`` None: the
-    default share of this machine's memory), ``max_seconds`` and ``read_timeout_s`` in
-    seconds, ``max_runs`` in samples; see :class:`AgentConfig`.
+    ``port`` 0 picks a free port (``server.server_address[1]`` says which). Takes an
+    :class:`AgentConfig` (whose fields are documented there), or its fields as keywords
+    (``serve(host, port, token=..., device=..., max_runs=...)``), or both (keywords
+    override the config's). Limits: ``max_request_bytes`` and ``max_mem_bytes`` in bytes
+    (``max_mem_bytes`` None: the default share of this machine's memory), ``max_seconds``
+    and ``read_timeout_s`` in seconds, ``max_runs`` in samples.
     """
-    config = AgentConfig(
-        token=token,
-        device=device,
-        device_options={k: v for k, v in (device_options or {}).items() if v is not None},
-        max_request_bytes=int(max_request_bytes),
-        max_runs=int(max_runs),
-        max_seconds=float(max_seconds),
-        read_timeout_s=float(read_timeout_s),
-        max_mem_bytes=int(max_mem_bytes) if max_mem_bytes is not None else Limits.for_agent().max_mem_bytes,
-        max_nodes=int(max_nodes),
-        max_inputs=int(max_inputs),
-        max_connections=int(max_connections),
-        quiet=quiet,
-    )
-    server = make_server(host, port, config)
+    server = make_server(host, port, _agent_config(config, options))
     try:
         if ready is not None:
             ready(server)
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -1019,36 +1068,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def run_agent(
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    token: str | None = None,
-    device: str = "cpu",
-    *,
-    threads: int | None = None,
-    precision: str | None = None,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    max_runs: int = DEFAULT_MAX_RUNS,
-    max_seconds: float = DEFAULT_MAX_SECONDS,
-    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-    max_mem_bytes: int | None = None,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    token_file: str | os.PathLike | None = None,
-    quiet: bool = False,
-) -> int:
-    """``oplat agent``: print one ``listening on`` line to stdout, serve until SIGINT or
-    SIGTERM, return 0. The token comes from ``token`` (Python callers), else the file
-    ``token_file``, else ``$OPLAT_AGENT_TOKEN``, else the file ``$OPLAT_AGENT_TOKEN_FILE``;
-    without one the agent refuses to start (OplatError). The command line never carries
-    it (``ps`` shows every process's arguments to every user)."""
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise OplatError(f"port must be 0–65535 (0 picks a free one), got {port!r}")
+def _agent_token(token: str | None, token_file: str | os.PathLike | None) -> str:
+    """The token from ``token``, else the file ``token_file``, else the environment
+    (:func:`oplat.wire.env_token`); OplatError without one."""
     if not token and token_file is not None:
         token = read_token_file(token_file)
     token = token or wire.env_token()
     if not token or not token.strip():
         raise OplatError(_NO_TOKEN)
-    stop = threading.Event()
+    return token
+
+
+def _on_ready(host: str, stop: threading.Event) -> Callable[[AgentServer], None]:
+    """What ``oplat agent`` does once bound: shut down on SIGINT or SIGTERM (set ``stop``),
+    warn when it listens beyond loopback, print its one ``listening on`` line."""
 
     def on_ready(server: AgentServer) -> None:
         def on_signal(signum: int, frame: object) -> None:
@@ -1071,27 +1104,43 @@ def run_agent(
             flush=True,
         )
 
+    return on_ready
+
+
+def run_agent(
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    token: str | None = None,
+    device: str = "cpu",
+    config: AgentRunConfig | None = None,
+    **options: Any,
+) -> int:
+    """``oplat agent``: print one ``listening on`` line to stdout, serve until SIGINT or
+    SIGTERM, return 0. The token comes from ``token`` (Python callers), else the file
+    ``config.token_file``, else ``$OPLAT_AGENT_TOKEN``, else the file
+    ``$OPLAT_AGENT_TOKEN_FILE``; without one the agent refuses to start (OplatError). The
+    command line never carries it (``ps`` shows every process's arguments to every user).
+
+    Takes an :class:`AgentRunConfig` (whose fields are documented there), or its fields as
+    keywords (``run_agent(host, port, threads=2, max_runs=...)``), or both (keywords
+    override the config's)."""
+    if config is None:
+        config = AgentRunConfig(**options)
+    elif not isinstance(config, AgentRunConfig):
+        raise TypeError(f"expected an AgentRunConfig, got {type(config).__name__}")
+    elif options:
+        config = replace(config, **options)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise OplatError(f"port must be 0–65535 (0 picks a free one), got {port!r}")
+    token = _agent_token(token, config.token_file)
+    stop = threading.Event()
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        serve(
-            host,
-            port,
-            token=token,
-            device=device,
-            device_options={"threads": threads, "precision": precision},
-            max_request_bytes=max_request_bytes,
-            max_runs=max_runs,
-            max_seconds=max_seconds,
-            read_timeout_s=read_timeout_s,
-            max_mem_bytes=max_mem_bytes,
-            max_connections=max_connections,
-            quiet=quiet,
-            ready=on_ready,
-        )
+        serve(host, port, ready=_on_ready(host, stop), **config.serve_options(token, device))
     finally:
         if threading.current_thread() is threading.main_thread():
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-    if not quiet:
+    if not config.quiet:
         print("oplat agent: stopped", file=sys.stderr)
     return 0

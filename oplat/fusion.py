@@ -12,7 +12,6 @@ the timings: ``b_share`` = (t(A→B) − t(A)) / t(B) on the p10 wall times, fus
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import onnx
 from onnx import compose

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from oplat.errors import OplatError
 from oplat.fold import prepare

@@ -10,11 +10,13 @@ entries of the batch whose rounds were still running (``--batch``, 24 by default
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from oplat.options import configured
 from oplat.backends import Unsupported
 from oplat.build import inputs_for, model_from_op
 from oplat.devices import Device
@@ -28,7 +30,7 @@ from oplat.spec import OpSpec
 from oplat.table import TableWriter, TableWriteError
 from oplat.timing import Timing, TimingPolicy, profile_runs, time_interleaved
 
-__all__ = ["POOL_NAME", "MeasureSummary", "check_drift", "measure_pool", "measure_specs", "pool_fingerprint", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
+__all__ = ["POOL_NAME", "MeasureConfig", "MeasureSummary", "PoolConfig", "check_drift", "measure_pool", "measure_specs", "pool_fingerprint", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
 
 
 
@@ -40,6 +42,66 @@ class MeasureSummary:
     errors: int
     unsupported: int
     noisy: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasureConfig:
+    """One measurement on one device (``oplat measure``): where its rows go and how.
+
+    Attributes:
+        opset: the op set's name, recorded in every row.
+        out: the table file rows are appended to.
+        policy: :class:`~oplat.timing.TimingPolicy` (None: the default policy).
+        batch: entries timed together with interleaved rounds; a kill loses at most one
+            batch (``--batch``).
+        retry_errors: measure again entries whose row in the table is an error row.
+        retry_noisy: measure again entries whose row in the table is flagged noisy.
+        progress: a progress bar on stderr.
+        on_row: called with each row as soon as it is written.
+        wait: wait for another writer of the table instead of refusing.
+        limits: :class:`~oplat.limits.Limits` every spec is checked against before anything
+            is built (None: ``Limits.default()``).
+        models: maps a spec's key to the (model, feeds) to time for it (kernels cut out of
+            a network by :func:`oplat.extract.extract_kernels`); other specs build their own.
+        accept_drift: append even when the rows re-timed by :func:`check_drift` moved.
+    """
+
+    opset: str
+    out: str | Path
+    policy: TimingPolicy | None = None
+    batch: int = 24
+    retry_errors: bool = False
+    retry_noisy: bool = False
+    progress: bool = True
+    on_row: Callable[[Row], None] | None = None
+    wait: bool = False
+    limits: Limits | None = None
+    models: dict | None = None
+    accept_drift: bool = False
+
+    def keeps(self, row: Row) -> bool:
+        """Whether ``row``, already in the table, stands (its entry is not measured again)."""
+        if self.retry_errors and row.status == "error":
+            return False
+        return not (self.retry_noisy and row.noisy)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig:
+    """One measurement sharded over a pool of boards (:func:`measure_pool`).
+
+    Attributes:
+        opset, out, policy, batch, progress, wait, limits: as in :class:`MeasureConfig`
+            (``batch``: the entries a free board takes at a time).
+    """
+
+    opset: str
+    out: str | Path
+    policy: TimingPolicy | None = None
+    batch: int = 24
+    progress: bool = True
+    wait: bool = False
+    limits: Limits | None = None
 
 
 def fingerprint_for(device: Device) -> dict:
@@ -169,44 +231,76 @@ def _measure_batch(
                 finish(i, timing)
 
 
-def measure_pool(
+@dataclass
+class _Resumed:
+    """A measurement past its prologue (:func:`_resumed`): the open table and what is left."""
+
+    out: Path
+    writer: TableWriter
+    policy: TimingPolicy
+    fingerprint: dict  # what every row of this run carries
+    done: dict  # the table's latest row per key, read once the lock was taken
+    pending: list[OpSpec]  # the specs still to measure, in order
+    already: int  # rows the table had for this op set before the run
+    counts: dict = field(default_factory=lambda: {"measured": 0, "error": 0, "unsupported": 0, "noisy": 0})
+
+    def count(self, row: Row) -> None:
+        _count(self.counts, row)
+
+    def summary(self) -> MeasureSummary:
+        c = self.counts
+        return MeasureSummary(
+            path=self.out, already=self.already, measured=c["measured"], errors=c["error"], unsupported=c["unsupported"], noisy=c["noisy"]
+        )
+
+
+@contextmanager
+def _resumed(
     specs: Sequence[OpSpec],
-    devices: Sequence[Device],
-    *,
-    opset: str,
-    out: str | Path,
-    policy: TimingPolicy | None = None,
-    batch: int = 24,
-    progress: bool = True,
-    wait: bool = False,
-    limits: Limits | None = None,
-) -> MeasureSummary:
+    config: MeasureConfig | PoolConfig,
+    fingerprint: Callable[[], dict],
+    keeps: Callable[[Row], bool] | None = None,
+) -> Iterator[_Resumed]:
+    """The prologue :func:`measure_specs` and :func:`measure_pool` share: check every spec
+    against the size limits, take the ``fingerprint``, lock the table (``config.wait``:
+    wait for another writer) and read it under the lock, refuse rows of another setup, and
+    resume by key (a row in the table stands unless ``keeps`` says otherwise). The table
+    stays locked until the ``with`` block ends."""
+    policy = config.policy or TimingPolicy()
+    _check_limits(specs, config.limits or Limits.default())
+    theirs = fingerprint()
+    out = Path(config.out)
+    with TableWriter(out, wait=config.wait) as writer:
+        done = writer.table.latest()
+        _check_same_setup(out, done.values(), theirs)
+        pending = [s for s in specs if s.key not in done or (keeps is not None and not keeps(done[s.key]))]
+        yield _Resumed(out, writer, policy, theirs, done, pending, len(specs) - len(pending))
+
+
+def measure_pool(specs: Sequence[OpSpec], devices: Sequence[Device], config: PoolConfig | None = None, **options: Any) -> MeasureSummary:
     """Shard ``specs`` over several boards of one kind (remote agents), one writer.
 
     Each board takes the next batch of pending entries when it is free (boards of one
     kind can still differ in speed), its rows carry the board they were timed on
-    (``board``) and the pool's shared fingerprint; resuming works as for one device."""
+    (``board``) and the pool's shared fingerprint; resuming works as for one device.
+    Takes a :class:`PoolConfig` (whose fields are documented there), or its fields as
+    keywords (``measure_pool(specs, devices, opset=..., out=...)``), or both (keywords
+    override the config's)."""
     import queue
     import threading
 
+    config = configured(PoolConfig, config, options)
     if len(devices) < 2:
         raise OplatError("a pool needs two or more boards, e.g. --device remote:A:8765,remote:B:8765")
-    policy = policy or TimingPolicy()
-    _check_limits(specs, limits or Limits.default())
-    fingerprint = pool_fingerprint(devices)
-    out = Path(out)
-    counts = {"measured": 0, "error": 0, "unsupported": 0, "noisy": 0}
     lock = threading.Lock()
     errors: list[BaseException] = []
-    with TableWriter(out, wait=wait) as writer:
-        done = writer.table.latest()
-        _check_same_setup(out, done.values(), fingerprint)
-        pending = [s for s in specs if s.key not in done]
-        already = len(specs) - len(pending)
+    with _resumed(specs, config, lambda: pool_fingerprint(devices)) as run:
         work: queue.Queue = queue.Queue()
-        for start in range(0, len(pending), batch):
-            work.put(pending[start : start + batch])
-        with progress_bar(total=len(specs), initial=already, unit="op", desc=f"{POOL_NAME} {opset}", enabled=progress) as bar:
+        for start in range(0, len(run.pending), config.batch):
+            work.put(run.pending[start : start + config.batch])
+        with progress_bar(
+            total=len(specs), initial=run.already, unit="op", desc=f"{POOL_NAME} {config.opset}", enabled=config.progress
+        ) as bar:
 
             def board(device: Device) -> None:
                 module = device.require()
@@ -214,8 +308,8 @@ def measure_pool(
                 def write(row: Row) -> None:
                     data = {**row.to_json(), "board": device.name}
                     with lock:
-                        writer.append(Row.from_json(data))
-                        _count(counts, row)
+                        run.writer.append(Row.from_json(data))
+                        run.count(row)
                         bar.update(1)
 
                 while not errors:
@@ -224,7 +318,7 @@ def measure_pool(
                     except queue.Empty:
                         return
                     try:
-                        _measure_batch(chunk, device, module, opset, fingerprint, policy, write)
+                        _measure_batch(chunk, device, module, config.opset, run.fingerprint, run.policy, write)
                     except BaseException as exc:  # a board that fails stops the pool; rows so far are kept
                         errors.append(exc)
                         return
@@ -236,8 +330,7 @@ def measure_pool(
                 t.join()
     if errors:
         raise errors[0]
-    return MeasureSummary(out, already, counts["measured"], counts["error"], counts["unsupported"], counts["noisy"])
-
+    return run.summary()
 
 def _count(counts: dict, row: Row) -> None:
     counts["measured"] += 1
@@ -259,76 +352,38 @@ def _check_limits(specs, limits: Limits) -> None:
         raise OplatError(f"{first}; nothing was measured")
 
 
-def measure_specs(
-    specs: Sequence[OpSpec],
-    device: Device,
-    *,
-    opset: str,
-    out: str | Path,
-    policy: TimingPolicy | None = None,
-    batch: int = 24,
-    retry_errors: bool = False,
-    retry_noisy: bool = False,
-    progress: bool = True,
-    on_row: Callable[[Row], None] | None = None,
-    wait: bool = False,
-    limits: Limits | None = None,
-    models: dict | None = None,
-    accept_drift: bool = False,
-) -> MeasureSummary:
-    """Measure ``specs`` on ``device``, appending rows to the table at ``out``.
+def measure_specs(specs: Sequence[OpSpec], device: Device, config: MeasureConfig | None = None, **options: Any) -> MeasureSummary:
+    """Measure ``specs`` on ``device``, appending rows to the table at ``config.out``.
 
-    The table is locked for the whole run (``wait``: wait for another writer instead of
-    refusing) and read after the lock is taken, so a run that waited measures only what
-    the other left. Every spec is checked against ``limits`` before anything is built.
-    ``models`` maps a spec's key to the (model, feeds) to time for it (kernels cut out of a
-    network by :func:`oplat.extract.extract_kernels`); other specs build their own.
-    Before appending to a table that has rows, a few of them are re-timed
-    (:func:`check_drift`); ``accept_drift`` appends even when they moved.
+    Takes a :class:`MeasureConfig` (whose fields are documented there), or its fields as
+    keywords (``measure_specs(specs, device, opset=..., out=..., policy=...)``), or both
+    (keywords override the config's). The table is locked for the whole run and read after
+    the lock is taken, so a run that waited measures only what the other left. Every spec
+    is checked against the size limits before anything is built. Before appending to a
+    table that has rows, a few of them are re-timed (:func:`check_drift`) unless
+    ``accept_drift``.
     """
-    policy = policy or TimingPolicy()
-    _check_limits(specs, limits or Limits.default())
-    module = device.require()
-    out = Path(out)
-    fingerprint = fingerprint_for(device)
-
-    def finished(row: Row) -> bool:
-        if retry_errors and row.status == "error":
-            return False
-        return not (retry_noisy and row.noisy)
-
-    counts = {"measured": 0, "error": 0, "unsupported": 0, "noisy": 0}
-    with TableWriter(out, wait=wait) as writer:
-        done = writer.table.latest()
-        _check_same_setup(out, done.values(), fingerprint)
-        pending = [s for s in specs if s.key not in done or not finished(done[s.key])]
-        already = len(specs) - len(pending)
-        if pending and not accept_drift:
-            check_drift(out, list(done.values()), device, module, policy)
+    config = configured(MeasureConfig, config, options)
+    with _resumed(specs, config, lambda: fingerprint_for(device), config.keeps) as run:
+        module = device.require()
+        if run.pending and not config.accept_drift:
+            check_drift(run.out, list(run.done.values()), device, module, run.policy)
         with progress_bar(
-            total=len(specs), initial=already, unit="op", desc=f"{device.name} {opset}", enabled=progress
+            total=len(specs), initial=run.already, unit="op", desc=f"{device.name} {config.opset}", enabled=config.progress
         ) as bar:
 
             def write(row: Row) -> None:
-                writer.append(row)
-                _count(counts, row)
-                if on_row:
-                    on_row(row)
+                run.writer.append(row)
+                run.count(row)
+                if config.on_row:
+                    config.on_row(row)
                 bar.update(1)
 
-            for start in range(0, len(pending), batch):
-                chunk = pending[start : start + batch]
+            for start in range(0, len(run.pending), config.batch):
+                chunk = run.pending[start : start + config.batch]
                 bar.set_postfix_str(chunk[0].label(), refresh=True)
-                _measure_batch(chunk, device, module, opset, fingerprint, policy, write, models)
-    return MeasureSummary(
-        path=out,
-        already=already,
-        measured=counts["measured"],
-        errors=counts["error"],
-        unsupported=counts["unsupported"],
-        noisy=counts["noisy"],
-    )
-
+                _measure_batch(chunk, device, module, config.opset, run.fingerprint, run.policy, write, config.models)
+    return run.summary()
 
 #: Rows re-timed by the drift check, and the least p10 a row needs to take part (faster
 #: rows move by more than their recorded noise between any two runs).

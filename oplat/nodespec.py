@@ -26,7 +26,6 @@ builds a one-kernel model of a NodeSpec, so op-set entries can name any ONNX op 
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 

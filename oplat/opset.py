@@ -117,7 +117,7 @@ def _expand_generic(entry: dict, where: str, default_prec: list, default_hw: obj
     ops = tuple(entry["op"].split("+"))
     for op in ops:
         try:
-            schema = onnx.defs.get_schema(op, max_inclusive_version=OPSET_VERSION)
+            onnx.defs.get_schema(op, max_inclusive_version=OPSET_VERSION)
         except Exception:
             raise OplatError(f"{where}: field op: {op!r} is not an ONNX operator (see onnx's operator list)") from None
     attrs = entry.get("attrs", {})

@@ -11,14 +11,17 @@ per-node profile of each whole network, where it has one).
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from oplat.options import configured
 from oplat.devices import Device
 from oplat.errors import OplatError
 from oplat.fingerprint import SETUP_FIELDS, setup_diff
@@ -29,9 +32,10 @@ from oplat.records import Composition, CompositionFile, Stats
 from oplat.timing import TimingPolicy
 
 __all__ = [
-    "NetworkResult", "ValidationReport", "calibrate", "check_table_device", "network_model",
-    "sample_networks", "validate",
+    "CalibrateConfig", "NetworkResult", "ValidationReport", "calibrate", "check_table_device", "network_model",
+    "sample_networks", "validate", "ValidateConfig",
 ]
+
 
 
 def sample_networks(space, count: int, seed: int) -> list:
@@ -154,90 +158,149 @@ def _measure(archs, device, predictor, precision, policy, progress, desc) -> lis
 MIN_FIT_NETWORKS = 3
 
 
-def calibrate(
-    *,
-    predictor: Predictor,
-    device: Device,
-    space,
-    precisions: list[str],
-    networks: int = 8,
-    seed: int = 1000,
-    policy: TimingPolicy | None = None,
-    progress: bool = True,
-) -> dict[str, Composition]:
-    """Fit and store the composition model of ``predictor``'s table for ``precisions``."""
-    from oplat.arch import describe
+@dataclass(frozen=True, kw_only=True)
+class CalibrateConfig:
+    """One calibration (``oplat calibrate``): which table, on which networks.
 
-    if networks < MIN_FIT_NETWORKS:
+    Attributes:
+        predictor: the table calibrated (``Predictor.from_table(path)``); the fits are
+            stored next to it (:func:`oplat.predict.compose_path`) and set on it.
+        device: where the networks are measured: the device and setup of the table.
+        space: the search space the networks are sampled from.
+        precisions: ``fp32``, ``int8`` or both; each is fitted, and kept, in turn.
+        networks: how many networks are measured end to end (at least
+            :data:`MIN_FIT_NETWORKS`).
+        seed: seed of the sampled networks (:func:`validate` samples with another).
+        policy: :class:`~oplat.timing.TimingPolicy` for the measurements (None: the default).
+        progress: a progress bar on stderr.
+    """
+
+    predictor: Predictor
+    device: Device
+    space: Any
+    precisions: list[str]
+    networks: int = 8
+    seed: int = 1000
+    policy: TimingPolicy | None = None
+    progress: bool = True
+
+
+@dataclass
+class _Fits:
+    """The composition file a calibration writes: what it held on the same statistic,
+    updated with this run's fits as they are made."""
+
+    path: Path
+    composition: dict
+    fusion: dict
+    networks: dict
+
+    @classmethod
+    def read(cls, predictor: Predictor) -> _Fits:
+        path = compose_path(predictor.source)
+        try:
+            stored = CompositionFile.read(path)
+        except OplatError:
+            stored = None  # unreadable: rewritten
+        if stored is None or stored.stat != predictor.stat:  # fits on another statistic do not carry over
+            stored = CompositionFile(stat=predictor.stat)
+        return cls(path, dict(stored.composition), dict(stored.fusion), dict(stored.networks))
+
+    def write(self, config: CalibrateConfig) -> None:
+        CompositionFile(
+            stat=config.predictor.stat,
+            composition=self.composition,
+            fusion=self.fusion,
+            networks=self.networks,
+            space=getattr(config.space, "name", ""),
+            device=config.predictor.device,
+            fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ).write(self.path)
+
+
+def _check_calibration(config: CalibrateConfig) -> None:
+    if config.networks < MIN_FIT_NETWORKS:
         raise OplatError(
             f"calibrate needs at least {MIN_FIT_NETWORKS} networks to fit a composition (leave-one-out), "
-            f"got --networks {networks}; 8 is the default"
+            f"got --networks {config.networks}; 8 is the default"
         )
-    bad = [p for p in precisions if p not in ("fp32", "int8")]
-    if bad or not precisions:
+    bad = [p for p in config.precisions if p not in ("fp32", "int8")]
+    if bad or not config.precisions:
         raise OplatError(f"unknown precision {', '.join(bad) or '(none)'}; calibrate takes fp32, int8 or fp32,int8")
-    check_table_device(predictor, device)
-    archs = sample_networks(space, networks, seed)
-    path = compose_path(predictor.source)
-    try:
-        stored = CompositionFile.read(path)
-    except OplatError:
-        stored = None  # unreadable: rewritten below
-    if stored is None or stored.stat != predictor.stat:  # fits on another statistic do not carry over
-        stored = CompositionFile(stat=predictor.stat)
+
+
+def _fit_precision(config: CalibrateConfig, precision: str, archs: list, fusion: dict, kept: Callable[[], str]):
+    """(composition, measured networks) of one precision: its fusion checks (set in
+    ``fusion`` and on the predictor), the networks measured end to end, the fit. A step that
+    fails raises saying which, after ``kept()`` kept what the steps before made (and
+    said where, appended to the message)."""
     from oplat.fusion import PAIRS, detect_fusions
 
+    predictor, device, space = config.predictor, config.device, config.space
+    step = f"{precision} fusion checks (A, B and A→B of {', '.join('+'.join(p) for p in PAIRS)})"
+    try:
+        fusion[precision] = detect_fusions(device, precision, h=space.in_h, w=space.in_w, policy=config.policy)
+        predictor.fusion[precision] = fusion[precision]
+        step = f"{precision} networks ({len(archs)} measured end to end)"
+        measured = _measure(archs, device, predictor, precision, config.policy, config.progress, f"calibrate {precision}")
+        step = f"{precision} composition fit"
+        covered = [m for m in measured if m[0].measured_share == 1.0]
+        fit_on = covered if len(covered) >= 3 else measured  # prefer nets priced from the table alone
+        comp = fit_composition([(p.features, s.of(predictor.stat)) for p, s, _, _ in fit_on])
+    except Exception as exc:
+        # Keep what the steps before measured: the fits of earlier precisions (and any
+        # fusion verdicts) are written, and the message says which step failed.
+        where = kept()
+        if isinstance(exc, OplatError):
+            raise OplatError(f"calibrate failed at the {step}: {exc}{where}") from None
+        raise
+    return comp, measured
+
+
+def _fitted_networks(measured, stat: str) -> list[dict]:
+    """The networks a fit was made on, as the composition file records them."""
+    from oplat.arch import describe
+
+    return [
+        {
+            "arch": describe(a),
+            **p.features,
+            "measured_share": p.measured_share,
+            "measured_ms": s.of(stat),
+            "median_ms": s.median_ms,
+            "p10_ms": s.p10_ms,
+        }
+        for p, s, _, a in measured
+    ]
+
+
+def calibrate(config: CalibrateConfig | None = None, /, **options: Any) -> dict[str, Composition]:
+    """Fit and store the composition model of ``config.predictor``'s table for
+    ``config.precisions``.
+
+    Takes a :class:`CalibrateConfig` (whose fields are documented there), or its fields as
+    keywords (``calibrate(predictor=..., device=..., space=..., precisions=[...])``), or
+    both (keywords override the config's)."""
+    config = configured(CalibrateConfig, config, options)
+    _check_calibration(config)
+    check_table_device(config.predictor, config.device)
+    archs = sample_networks(config.space, config.networks, config.seed)
+    fits = _Fits.read(config.predictor)
     result: dict[str, Composition] = {}
-    composition, fusion, nets = dict(stored.composition), dict(stored.fusion), dict(stored.networks)
 
-    def save() -> None:
-        CompositionFile(
-            stat=predictor.stat,
-            composition=composition,
-            fusion=fusion,
-            networks=nets,
-            space=getattr(space, "name", ""),
-            device=predictor.device,
-            fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        ).write(path)
+    def kept() -> str:
+        if not (result or fits.fusion):
+            return ""
+        fits.write(config)
+        return f"; the results so far ({', '.join(result) or 'fusion checks only'}) are in {fits.path}"
 
-    for precision in precisions:
-        step = f"{precision} fusion checks (A, B and A→B of {', '.join('+'.join(p) for p in PAIRS)})"
-        try:
-            fusion[precision] = detect_fusions(device, precision, h=space.in_h, w=space.in_w, policy=policy)
-            predictor.fusion[precision] = fusion[precision]
-            step = f"{precision} networks ({len(archs)} measured end to end)"
-            measured = _measure(archs, device, predictor, precision, policy, progress, f"calibrate {precision}")
-            step = f"{precision} composition fit"
-            covered = [m for m in measured if m[0].measured_share == 1.0]
-            fit_on = covered if len(covered) >= 3 else measured  # prefer nets priced from the table alone
-            comp = fit_composition([(p.features, s.of(predictor.stat)) for p, s, _, _ in fit_on])
-        except Exception as exc:
-            # Keep what the steps before measured: the fits of earlier precisions (and any
-            # fusion verdicts) are written, and the message says which step failed.
-            kept = ""
-            if result or fusion:
-                save()
-                kept = f"; the results so far ({', '.join(result) or 'fusion checks only'}) are in {path}"
-            if isinstance(exc, OplatError):
-                raise OplatError(f"calibrate failed at the {step}: {exc}{kept}") from None
-            raise
-        result[precision] = composition[precision] = comp
-        nets[precision] = [
-            {
-                "arch": describe(a),
-                **p.features,
-                "measured_share": p.measured_share,
-                "measured_ms": s.of(predictor.stat),
-                "median_ms": s.median_ms,
-                "p10_ms": s.p10_ms,
-            }
-            for p, s, _, a in measured
-        ]
-        save()  # each precision's fit is kept as soon as it is made
-    predictor.composition.update(result)
+    for precision in config.precisions:
+        comp, measured = _fit_precision(config, precision, archs, fits.fusion, kept)
+        result[precision] = fits.composition[precision] = comp
+        fits.networks[precision] = _fitted_networks(measured, config.predictor.stat)
+        fits.write(config)  # each precision's fit is kept as soon as it is made
+    config.predictor.composition.update(result)
     return result
-
 
 @dataclass(frozen=True)
 class ValidationReport:
@@ -311,34 +374,54 @@ class ValidationReport:
         }
 
 
-def validate(
-    *,
-    predictor: Predictor,
-    device: Device,
-    space,
-    precision: str,
-    networks: int = 40,
-    seed: int = 0,
-    policy: TimingPolicy | None = None,
-    progress: bool = True,
-    off_grid: bool = False,
-) -> ValidationReport:
+@dataclass(frozen=True, kw_only=True)
+class ValidateConfig:
+    """One validation (``oplat validate``): which table, on which networks.
+
+    Attributes:
+        predictor: the table whose predictions are checked (``Predictor.from_table(path)``).
+        device: where the networks are measured: the device and setup of the table.
+        space: the search space the networks are sampled from (never the calibration
+            networks: those are left out).
+        precision: ``fp32`` or ``int8``.
+        networks: how many networks are sampled.
+        seed: seed of the sampled networks.
+        policy: :class:`~oplat.timing.TimingPolicy` for the measurements (None: the default).
+        progress: a progress bar on stderr.
+        off_grid: sample them at an input size and widths the op set does not hold
+            (:func:`off_grid_space`), so every conv is priced by the neighbour model.
+    """
+
+    predictor: Predictor
+    device: Device
+    space: Any
+    precision: str
+    networks: int = 40
+    seed: int = 0
+    policy: TimingPolicy | None = None
+    progress: bool = True
+    off_grid: bool = False
+
+
+def validate(config: ValidateConfig | None = None, /, **options: Any) -> ValidationReport:
     """Measure random networks end to end and compare with the predictions.
 
-    ``off_grid``: sample them at an input size and widths the op set does not hold
-    (:func:`off_grid_space`), so every conv is priced by the neighbour model; networks
-    the table refuses to price are listed apart, never measured as if predicted."""
+    Takes a :class:`ValidateConfig` (whose fields are documented there), or its fields as
+    keywords (``validate(predictor=..., device=..., space=..., precision="fp32")``), or both
+    (keywords override the config's). Networks the table refuses to price are listed
+    apart, never measured as if predicted."""
     from oplat.arch import describe
 
-    check_table_device(predictor, device)
-    if off_grid:
-        space = off_grid_space(space)
-    archs = sample_networks(space, networks, seed)
+    config = configured(ValidateConfig, config, options)
+    predictor, precision = config.predictor, config.precision
+    check_table_device(predictor, config.device)
+    space = off_grid_space(config.space) if config.off_grid else config.space
+    archs = sample_networks(space, config.networks, config.seed)
     calibration = CompositionFile.read(compose_path(predictor.source))
     used = {n["arch"] for n in (calibration.networks.get(precision, []) if calibration else [])}
     archs = [a for a in archs if describe(a) not in used]  # never judge on the fitting set
     archs, refused = _predictable(archs, predictor, precision)
-    measured = _measure(archs, device, predictor, precision, policy, progress, f"validate {precision}")
+    measured = _measure(archs, config.device, predictor, precision, config.policy, config.progress, f"validate {precision}")
     results = [
         NetworkResult(
             arch=describe(arch),
@@ -357,14 +440,12 @@ def validate(
         for p, s, prof, arch in measured
     ]
     return ValidationReport(precision, results, calibrated=precision in predictor.composition, stat=predictor.stat,
-                            refused=tuple(refused), off_grid=off_grid)
-
+                            refused=tuple(refused), off_grid=config.off_grid)
 
 def off_grid_space(space):
     """``space`` moved off its op set's grid: widths between its choices (multiples of its
     channel alignment that it does not list) and an input of 3/4 of its size on each side
     (rounded to 8 pixels). Everything such a network runs is priced by neighbours."""
-    from dataclasses import replace
 
     align = space.channel_align
     between = tuple(c for c in range(min(space.channels) + align, max(space.channels), align) if c not in space.channels)
