@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from oplat.train.data import RESAMPLER, ImageSet, PatchSampler, resolve_data
+    from oplat.train.data import RESAMPLER, ImageSet, PatchSampler, TrainData, resolve_data
     from oplat.train.loop import CHECKPOINT, TrainConfig, Trainer, calibration_patches, emit_and_measure
     from oplat.train.onnxio import arch_to_json
 
@@ -275,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         fingerprint = {"variant": variant, "arch": arch_to_json(arch), "train": [p.name for p in train_paths],
                        **cfg.result_settings()}
         t0 = time.perf_counter()
-        outcome = Trainer(net, sampler, monitor, cfg, work / CHECKPOINT, fingerprint=fingerprint,
-                          progress=not args.no_progress, desc=variant).run()
+        data = TrainData(sampler, val, monitor, data_text, tuple(train_paths), tuple(val_paths))
+        outcome = Trainer(net, data, cfg, work / CHECKPOINT, fingerprint=fingerprint,
+                          progress=False if args.no_progress else variant).run()
         meta = {"oplat.ablation_variant": f"{variant}: {DESCRIPTIONS[variant]}"}
         res = emit_and_measure(net, outcome, calib, val, work, metadata=meta, threads=args.threads)
         bicubic = res["bicubic"]

@@ -375,90 +375,128 @@ def _parse_hw(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
-    import re
-    import signal
-    import threading
+def _search_space(args: argparse.Namespace):
+    """The search space of ``--space``, with ``--scale`` / ``--input`` applied."""
     from dataclasses import replace
 
-    from oplat.paths import PLAIN_NAME, default_table_path, table_dir_name
-    from oplat.predict import Predictor
-    from oplat.search import SearchConfig, check_storage, dashboard_command, mask_password, run_search
     from oplat.space import load_space
-    from oplat.units import parse_duration_ms
 
-    def search() -> int:
-        # A study name names the folder <results>/search/NAME: one plain path component.
-        if args.name is not None and not PLAIN_NAME.fullmatch(args.name):
+    space = load_space(args.space)
+    changes = {}
+    if args.scale is not None and args.scale != space.scale:
+        changes["scale"] = args.scale
+    if args.input:
+        changes["in_h"], changes["in_w"] = _parse_hw(args.input)
+    if changes:
+        try:
+            space = replace(space, **changes)
+        except (TypeError, ValueError) as exc:
+            raise OplatError(f"search space {space.name} cannot take {changes}: {exc}") from None
+    return space
+
+
+def _search_name(args: argparse.Namespace, space, budget_ms: float) -> str:
+    import re
+
+    from oplat.paths import PLAIN_NAME
+
+    # A study name names the folder <results>/search/NAME: one plain path component.
+    if args.name is not None:
+        if not PLAIN_NAME.fullmatch(args.name):
             raise OplatError(
                 f"study name {args.name!r} is not a plain name: use letters, digits, '.', '_' and '-', not starting "
                 f"with '.', at most 100 characters (it names the folder {Path(args.results) / 'search'}/NAME)"
             )
-        budget_ms = parse_duration_ms(args.budget)
-        space = load_space(args.space)
-        changes = {}
-        if args.scale is not None and args.scale != space.scale:
-            changes["scale"] = args.scale
-        if args.input:
-            changes["in_h"], changes["in_w"] = _parse_hw(args.input)
-        if changes:
-            try:
-                space = replace(space, **changes)
-            except (TypeError, ValueError) as exc:
-                raise OplatError(f"search space {space.name} cannot take {changes}: {exc}") from None
-        if args.name is not None:
-            name = args.name
-        else:  # the space's name comes from its file: keep only what a plain name may hold
-            raw = f"{space.name}-x{space.scale}-{space.in_h}x{space.in_w}-{args.precision}-{budget_ms:g}ms"
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")[:100]
-        out_dir = Path(args.results) / "search" / name
-        check_storage(args.storage, out_dir)  # before a table is read or a device touched
-        device = None
-        if args.device:
-            from oplat.devices import get_device
+        return args.name
+    # the space's name comes from its file: keep only what a plain name may hold
+    raw = f"{space.name}-x{space.scale}-{space.in_h}x{space.in_w}-{args.precision}-{budget_ms:g}ms"
+    if args.objective == "psnr":
+        raw += "-psnr"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")[:100]
 
-            device = get_device(args.device).with_options(threads=args.threads)
-            device.require()
-        table = args.table
-        if table is None and device is not None:
-            folder = table_dir_name(device)  # where `oplat measure` writes this device's table
-            if folder in ("", ".", "..") or any(c in folder for c in "/\\\0"):
-                raise OplatError(f"device name {device.name!r} cannot name a folder under {args.results}; give --table")
-            table = str(default_table_path(folder, "sr-core", args.results))
-        if table is None:
-            raise OplatError("give --table (a latency table) or --device (to measure what the table lacks)")
-        if device is not None and not Path(table).exists():
-            predictor = Predictor([], source=table)
-        else:
-            predictor = Predictor.from_table(table)
-            if device is not None:
-                from oplat.validate import check_table_device
 
-                check_table_device(predictor, device)
-        config = SearchConfig(
-            space=space,
-            predictor=predictor,
-            budget_ms=budget_ms,
-            precision=args.precision,
-            trials=args.trials,
-            name=name,
-            out_dir=out_dir,
-            storage=args.storage,
-            seed=args.seed,
-            pareto=args.pareto,
-            device=device,
-            table_path=table,
-            progress=not args.no_progress,
-        )
-        print(run_search(config).summary())
-        if args.dashboard:
-            command = dashboard_command(args.storage, out_dir)
-            note = " (*** stands for the password: type it there, or keep it out of the URL in ~/.pgpass or PGPASSWORD)"
-            print(f"  open the study: {command}{note if '***' in command else ''}")
-        return 0
+def _search_predictor(args: argparse.Namespace, device):
+    """(predictor, table path): ``--table``, or the device's default table (made on the fly)."""
+    from oplat.paths import default_table_path, table_dir_name
+    from oplat.predict import Predictor
+
+    table = args.table
+    if table is None and device is not None:
+        folder = table_dir_name(device)  # where `oplat measure` writes this device's table
+        if folder in ("", ".", "..") or any(c in folder for c in "/\\\0"):
+            raise OplatError(f"device name {device.name!r} cannot name a folder under {args.results}; give --table")
+        table = str(default_table_path(folder, "sr-core", args.results))
+    if table is None:
+        raise OplatError("give --table (a latency table) or --device (to measure what the table lacks)")
+    if device is not None and not Path(table).exists():
+        return Predictor([], source=table), table
+    predictor = Predictor.from_table(table)
+    if device is not None:
+        from oplat.validate import check_table_device
+
+        check_table_device(predictor, device)
+    return predictor, table
+
+
+#: ``oplat search`` options of the psnr objective → PsnrObjective fields.
+_PSNR_OPTIONS = {
+    "trial_steps": "trial_steps", "steps": "steps", "pruner": "pruner", "data": "data", "val": "val",
+    "train_batch": "batch", "patch": "patch", "lr": "lr", "train_threads": "threads", "torch_device": "torch_device",
+}
+
+
+def _psnr_objective(args: argparse.Namespace):
+    """The PsnrObjective of ``--objective psnr`` (None for the proxy); training options
+    without it are refused."""
+    given = {field: getattr(args, option) for option, field in _PSNR_OPTIONS.items() if getattr(args, option) is not None}
+    if args.objective != "psnr":
+        if given:
+            flags = ", ".join("--" + o.replace("_", "-") for o, f in _PSNR_OPTIONS.items() if f in given)
+            raise OplatError(f"{flags}: training options need --objective psnr (the proxy search trains nothing)")
+        return None
+    from oplat.search.trained import PsnrObjective
+
+    return PsnrObjective(**given)  # the training seed is not --seed: workers of one study sample with different seeds
+
+
+def _search(args: argparse.Namespace) -> int:
+    from oplat.search import SearchConfig, check_storage, dashboard_command, run_search
+    from oplat.units import parse_duration_ms
+
+    budget_ms = parse_duration_ms(args.budget)
+    space = _search_space(args)
+    objective = _psnr_objective(args)
+    name = _search_name(args, space, budget_ms)
+    out_dir = Path(args.results) / "search" / name
+    check_storage(args.storage, out_dir)  # before a table is read or a device touched
+    device = None
+    if args.device:
+        from oplat.devices import get_device
+
+        device = get_device(args.device).with_options(threads=args.threads)
+        device.require()
+    predictor, table = _search_predictor(args, device)
+    config = SearchConfig(
+        space=space, predictor=predictor, budget_ms=budget_ms, precision=args.precision, trials=args.trials, name=name,
+        out_dir=out_dir, storage=args.storage, seed=args.seed, pareto=args.pareto, device=device, table_path=table,
+        progress=not args.no_progress, objective=objective,
+    )
+    print(run_search(config).summary())
+    if args.dashboard:
+        command = dashboard_command(args.storage, out_dir)
+        note = " (*** stands for the password: type it there, or keep it out of the URL in ~/.pgpass or PGPASSWORD)"
+        print(f"  open the study: {command}{note if '***' in command else ''}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from oplat.search import mask_password
 
     try:
-        return search()
+        return _search(args)
     except Exception as exc:
         # A storage URL's password is never printed: not in oplat's errors, not in a driver's.
         text = str(exc)
@@ -551,8 +589,6 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- parser
 def _parser() -> argparse.ArgumentParser:
-    from oplat.report.tables import FORMATS
-
     parser = argparse.ArgumentParser(
         prog="oplat",
         description="Operator latency profiler and network search for image super-resolution.",
@@ -561,9 +597,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"oplat {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_devices(sub)
+    _add_measure(sub)
+    _add_table(sub)
+    _add_predict(sub)
+    _add_report(sub)
+    _add_calibrate_validate(sub)
+    _add_search(sub)
+    _add_export(sub)
+    _add_train(sub)
+    _add_agent(sub)
+    return parser
 
-    p = sub.add_parser("devices", help="list devices: available, or what is missing and how to install it")
 
+def _add_devices(sub) -> None:
+    sub.add_parser("devices", help="list devices: available, or what is missing and how to install it")
+
+
+def _add_measure(sub) -> None:
     p = sub.add_parser("measure", help="time one-op models of an op set on a device; write a latency table")
     p.add_argument("--device", default="cpu",
                    help="device name (see `oplat devices`; default: cpu), or several boards of one kind to shard over: remote:A:8765,remote:B:8765")
@@ -592,6 +643,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mem", help=MAX_MEM_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_table(sub) -> None:
+    from oplat.report.tables import FORMATS
+
     p = sub.add_parser("table", help="render one table, or several side by side with ratios")
     p.add_argument("tables", nargs="+", help="table files (.jsonl)")
     p.add_argument("--format", default="terminal", choices=list(FORMATS), help="output format (default: terminal)")
@@ -600,6 +655,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stat", default="p10", choices=("p10", "median", "p90", "mean"), help="statistic shown side by side and used for GMAC/s and ratios (default: p10)")
     p.add_argument("--group", action="store_true", help="group rows by op family (side by side: with the geometric-mean ratio of each family)")
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="predict an ONNX network's latency from a table: total + per-kernel breakdown")
     p.add_argument("model", help="ONNX file (FP32 or QDQ INT8)")
     p.add_argument("--table", required=True, help="latency table (.jsonl) of the target device")
@@ -609,6 +666,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="when kernels are missing, write the op-set entries that measure all of them to FILE.toml")
     p.add_argument("--html", metavar="PAGE.html", help="also write the breakdown as a self-contained HTML page (needs oplat[report])")
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML review page: provenance, figures, tables")
     p.add_argument("tables", nargs="*", help="latency tables (.jsonl): a figure each, ratio heatmaps against the first, the review table")
     p.add_argument("--validate", nargs="+", action="extend", metavar="REPORT.json", help="saved `oplat validate` reports: predicted vs measured")
@@ -619,6 +678,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-group", action="store_true", help="keep the table's order instead of grouping rows by op family")
     p.add_argument("--title", help="page title (default: from the inputs)")
 
+
+def _add_calibrate_validate(sub) -> None:
     for name, text in (
         ("calibrate", "fit how kernels compose into a network on the device (measures a few random networks)"),
         ("validate", "measure random networks end to end and report how well the table predicts them"),
@@ -638,6 +699,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="networks at an input size and widths the op set does not hold (priced by neighbours); reported apart")
         p.add_argument("--no-progress", action="store_true")
 
+
+def _add_search(sub) -> None:
     p = sub.add_parser("search", help="search plain INT8-friendly SR networks within a latency budget; emit ONNX")
     p.add_argument("--budget", required=True, help="latency budget: 40ms, 40 ms or 0.04s")
     p.add_argument("--table", help="latency table of the target (default with --device: results/<device>/sr-core.jsonl)")
@@ -651,11 +714,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage shared by workers: a database URL (postgresql://USER@HOST/DB, password in ~/.pgpass or PGPASSWORD; sqlite:///FILE) or a journal file in an existing folder; default: results/search/NAME/study.journal (one worker); --trials is the study's total over all workers")
     p.add_argument("--dashboard", action="store_true", help="print the optuna-dashboard command that opens the study (a password shown as ***)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pareto", action="store_true", help="two objectives: latency and the capacity proxy; pareto.csv holds the front")
+    p.add_argument("--pareto", action="store_true", help="two objectives: latency and the quality objective; pareto.csv holds the front")
     p.add_argument("--threads", type=_positive_int, help="intra-op threads for --device (must match the table's)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--no-progress", action="store_true")
+    t = p.add_argument_group("quality objective (--objective psnr trains every feasible trial: extra train)")
+    t.add_argument("--objective", default="proxy", choices=["proxy", "psnr"],
+                   help="proxy: rank by a capacity proxy, no training (default); psnr: train each feasible trial briefly, "
+                   "rank by the measured PSNR of its ONNX file (INT8 with --precision int8), train the winner in full")
+    t.add_argument("--trial-steps", type=_positive_int, help="training steps per trial (default: 300)")
+    t.add_argument("--steps", type=_positive_int, help="training steps of the winner (default: 2000)")
+    t.add_argument("--pruner", choices=["hyperband", "halving", "none"],
+                   help="stop poor trials early on their intermediate PSNR (default: hyperband)")
+    t.add_argument("--data", help="folder of HR training images (default: the photographs inside scikit-image's wheel)")
+    t.add_argument("--val", help="folder of HR validation images (default: the built-in validation photographs)")
+    t.add_argument("--train-batch", type=_positive_int, help="patches per step (default: 16)")
+    t.add_argument("--patch", type=_positive_int, help="LR patch size (default: 48)")
+    t.add_argument("--lr", type=_positive_float, help="Adam learning rate (default: 0.001)")
+    t.add_argument("--train-threads", type=_positive_int, help="torch and ONNX Runtime threads for training (default: torch's)")
+    t.add_argument("--torch-device", choices=["auto", "cpu", "cuda"], help="where torch trains (default: auto)")
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write an op set's one-op models as ONNX and/or .tflite (NHWC) files")
     p.add_argument("--opset", default="sr-core", help="built-in op set name or a .toml path (default: sr-core)")
     p.add_argument("--format", default="onnx", help="onnx, tflite or onnx,tflite (default: onnx)")
@@ -664,6 +744,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mem", help=MAX_MEM_HELP)
     p.add_argument("--no-progress", action="store_true")
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a network (PSNR on real images), emit trained FP32/INT8 ONNX and the INT8 drop (extra: train)")
     p.add_argument("arch", help="ARCH.json, a best.onnx written by `oplat search`, or a built-in name: abpn")
     p.add_argument("--data", help="folder of HR training images, .png/.jpg (e.g. DIV2K_train_HR); default: the photographs inside scikit-image's wheel")
@@ -684,6 +766,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-device", default="auto", choices=["auto", "cpu", "cuda"], help="where torch trains (default: a CUDA GPU when there is one)")
     p.add_argument("--no-progress", action="store_true")
 
+
+def _add_agent(sub) -> None:
     p = sub.add_parser("agent", help="serve measurements to a host over the network (run it on the board)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
@@ -699,7 +783,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mem", metavar="SIZE", help="most estimated tensor memory of one model, e.g. 4GiB (default: a quarter of this machine's memory, at most 1GiB)")
     p.add_argument("--max-connections", type=_positive_int, default=128, help="connections served at once; one more gets 503 (default: 128)")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines on stderr")
-    return parser
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

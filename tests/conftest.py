@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import subprocess
 import sys
 import threading
@@ -87,3 +88,26 @@ def inprocess_agent(token: str, **config):
     finally:
         server.shutdown()
         thread.join(timeout=30)
+
+
+HAVE_TRAIN = all(importlib.util.find_spec(m) is not None for m in ("torch", "skimage"))
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory):
+    """(train dir, val dir): 240×240 crops of two built-in training photographs and a
+    150×150 crop of a validation one, as PNG files (the train extra)."""
+    if not HAVE_TRAIN:
+        pytest.skip("needs the train extra")
+    from PIL import Image
+
+    from oplat.train.data import builtin_dir, read_image
+
+    root = tmp_path_factory.mktemp("data")
+    d = builtin_dir()
+    (root / "train").mkdir()
+    (root / "val").mkdir()
+    Image.fromarray(read_image(d / "astronaut.png")[60:300, 150:390]).save(root / "train" / "astronaut.png")
+    Image.fromarray(read_image(d / "rocket.jpg")[100:340, 200:440]).save(root / "train" / "rocket.png")
+    Image.fromarray(read_image(d / "chelsea.png")[60:210, 150:300]).save(root / "val" / "chelsea.png")
+    return root / "train", root / "val"

@@ -293,3 +293,27 @@ def test_page_renders_in_headless_chromium(cli, small, tmp_path):
     assert pixels.std() > 0.05  # not blank
     figure_area = pixels[600:1400, 40:900]  # the first figure sits below the provenance
     assert (figure_area.mean(axis=2) < 0.5).mean() > 0.005  # dark marks (axes, points, text) in it
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)")
+@needs_matplotlib
+def test_search_page_renders_in_headless_chromium(cli, tmp_path):
+    """`oplat search` writes report.html: the Pareto front (budget line, infeasible trials
+    grey) and the winner's per-kernel breakdown load in a real browser; the page names
+    the table's provenance and says the latencies on its axis are predictions."""
+    from test_search import fake_rows, tiny_space, write_space, write_table
+
+    space = tiny_space()
+    table = write_table(tmp_path / "fake.jsonl", fake_rows(space))
+    space_file = write_space(tmp_path / "tiny.toml", space)
+    r = cli("search", "--budget", "0.2ms", "--table", str(table), "--space", str(space_file), "--trials", "40",
+            "--name", "s", "--results", str(tmp_path), "--no-progress")
+    assert r.code == 0, r.err
+    page = tmp_path / "search" / "s" / "report.html"
+    assert str(page) in r.out
+    text = page.read_text(encoding="utf-8")
+    assert "PREDICTED from the table" in text and "Provenance" in text and "capacity proxy" in text
+    assert sorted(p.name for p in page.parent.glob("report-*.svg")) == ["report-breakdown-best-int8.svg", "report-pareto.svg"]
+    dom = _chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-images="loaded 2"' in re.search(r"<body[^>]*>", dom.stdout).group(0)

@@ -39,6 +39,7 @@ if HAVE_TRAIN:
         BUILTIN_VAL,
         ImageSet,
         PatchSampler,
+        TrainData,
         bicubic_down,
         bicubic_up,
         builtin_dir,
@@ -78,25 +79,6 @@ def test_without_torch_train_names_the_extra():
     assert len(lines) == 1 and lines[0].startswith("oplat: error: "), result.stderr
     assert "pip install 'oplat[train]'" in lines[0] and "CPU wheel" in lines[0]
     assert "Traceback" not in result.stderr
-
-
-# ---------------------------------------------------------------- data fixtures
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """(train dir, val dir): 240×240 crops of two built-in training photographs and a
-    150×150 crop of a validation one, as PNG files."""
-    if not HAVE_TRAIN:
-        pytest.skip("needs the train extra")
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("data")
-    d = builtin_dir()
-    (root / "train").mkdir()
-    (root / "val").mkdir()
-    Image.fromarray(read_image(d / "astronaut.png")[60:300, 150:390]).save(root / "train" / "astronaut.png")
-    Image.fromarray(read_image(d / "rocket.jpg")[100:340, 200:440]).save(root / "train" / "rocket.png")
-    Image.fromarray(read_image(d / "chelsea.png")[60:210, 150:300]).save(root / "val" / "chelsea.png")
-    return root / "train", root / "val"
 
 
 # ---------------------------------------------------------------- torch == ONNX
@@ -402,7 +384,8 @@ def test_resume_is_the_uninterrupted_run(small_data, tmp_path):
 
     def trainer(folder: Path, on_step=None) -> Trainer:
         sampler = PatchSampler(sorted(train.iterdir()), scale=3, patch=12, batch=4, seed=0)
-        return Trainer(ArchNet.from_arch(arch), sampler, images, cfg, folder / CHECKPOINT, fingerprint={"run": 1},
+        data = TrainData(sampler, images, images, "test", (), ())
+        return Trainer(ArchNet.from_arch(arch), data, cfg, folder / CHECKPOINT, fingerprint={"run": 1},
                        progress=False, on_step=on_step)
 
     (tmp_path / "a").mkdir()
@@ -412,7 +395,7 @@ def test_resume_is_the_uninterrupted_run(small_data, tmp_path):
         pass
 
     def stop_at(phase, step):
-        def hook(p, s):
+        def hook(p, s, _val_psnr):
             if (p, s) == (phase, step):
                 raise Stop
         return hook
@@ -428,8 +411,9 @@ def test_resume_is_the_uninterrupted_run(small_data, tmp_path):
             torch.testing.assert_close(getattr(resumed, key)[name], value, rtol=0, atol=1e-6)
     assert [h["step"] for h in resumed.history] == [h["step"] for h in whole.history]
     # a checkpoint of other settings is refused, not silently continued
-    other = Trainer(ArchNet.from_arch(arch), PatchSampler(sorted(train.iterdir()), scale=3, patch=12, batch=4, seed=0),
-                    images, cfg, tmp_path / "b" / CHECKPOINT, fingerprint={"run": 2}, progress=False)
+    sampler = PatchSampler(sorted(train.iterdir()), scale=3, patch=12, batch=4, seed=0)
+    other = Trainer(ArchNet.from_arch(arch), TrainData(sampler, images, images, "test", (), ()), cfg,
+                    tmp_path / "b" / CHECKPOINT, fingerprint={"run": 2}, progress=False)
     with pytest.raises(OplatError, match="--fresh"):
         other.run()
 

@@ -19,9 +19,15 @@ from oplat.search.proxy import QUALITY_PROXY_FORMULA, QUALITY_PROXY_NAME, learne
 from oplat.search.result import Emission
 from oplat.search.select import Candidate, Selection
 
-__all__ = ["PARETO_COLUMNS", "pareto_csv", "search_report"]
+__all__ = ["PARETO_COLUMNS", "PARETO_PSNR_COLUMNS", "pareto_csv", "search_page", "search_report"]
 
 PARETO_COLUMNS = ["trial", "predicted_ms", "quality_proxy", "params", "macs", "measured_share", "feasible", "arch"]
+#: pareto.csv of a psnr search: the PSNRs are the trials' own (short training, measured
+#: from their ONNX files on the validation images).
+PARETO_PSNR_COLUMNS = [
+    "trial", "predicted_ms", "fp32_psnr_db", "int8_psnr_db", "int8_drop_db", "train_steps", "quality_proxy", "params",
+    "macs", "measured_share", "feasible", "arch",
+]
 _FILES = (("fp32", "best.onnx"), ("int8", "best.int8.onnx"))
 
 
@@ -36,12 +42,73 @@ def _header(config: SearchConfig, selection: Selection, emission: Emission, stor
         f"- latency table: `{config.table_text}` (device {emission.device_text})",
         f"- study: `{storage_text}`, {len(selection.done)} completed trials, {selection.trials_feasible} of them feasible "
         f"({len(selection.feasible)} distinct networks)"
-        f", sampler {'NSGA-II (latency ↓, quality ↑)' if config.pareto else 'TPE (multivariate, constrained)'}",
+        + (f", {selection.pruned} more stopped by the pruner" if selection.pruned else "")
+        + f", sampler {'NSGA-II (latency ↓, quality ↑)' if config.pareto else 'TPE (multivariate, constrained)'}",
+        f"- objective: {_objective_text(config)}",
         "",
     ]
 
 
-def _winner(chosen: Candidate) -> list[str]:
+def _objective_text(config: SearchConfig) -> str:
+    objective = config.objective
+    if objective is None:
+        return f"the capacity proxy ({QUALITY_PROXY_NAME}: {QUALITY_PROXY_FORMULA}; no training)"
+    return (
+        f"**measured {config.precision.upper()} PSNR-Y** of each feasible trial after {objective.trial_steps} training "
+        f"steps (batch {objective.batch} × {objective.patch}×{objective.patch} LR patches, lr {objective.lr:g}, seed "
+        f"{objective.seed}), its ONNX files run in ONNX Runtime (exact int8) on the validation images; pruner: "
+        f"{objective.pruner_text(pareto=config.pareto)}; infeasible trials are not trained"
+    )
+
+
+def _proxy_quality(chosen: Candidate) -> list[str]:
+    arch = chosen.arch
+    return [
+        f"- quality: **{QUALITY_PROXY_NAME}** Q = {chosen.quality:.3f} — a proxy, not a PSNR estimate: "
+        f"{QUALITY_PROXY_FORMULA}. Here: {learned_macs_per_output_pixel(arch):.1f} learned MACs per output pixel, "
+        f"receptive field {receptive_field_px(arch)} LR px. It ranks networks of this family by capacity; train and "
+        "evaluate the winner on real images before trusting it.",
+        "- weights: He-initialised placeholders (deterministic); both files are architectures to train, "
+        "not trained models.",
+    ]
+
+
+def quality_rows(quality) -> list[list[str]]:
+    """Rows (network, file, PSNR-Y, SSIM-Y, vs FP32) of a psnr search's emitted files."""
+    r = quality.results
+    rows = [["bicubic (baseline)", "—", f"{r['bicubic'].psnr:.2f}", f"{r['bicubic'].ssim:.4f}", ""]]
+    rows.append(["FP32", "best.onnx", f"{r['fp32'].psnr:.2f}", f"{r['fp32'].ssim:.4f}",
+                 f"{r['fp32'].psnr - r['bicubic'].psnr:+.2f} dB vs bicubic"])
+    rows.append(["INT8 PTQ (QDQ)", "best.int8.onnx", f"{r['int8'].psnr:.2f}", f"{r['int8'].ssim:.4f}",
+                 f"drop {quality.int8_drop_db:.2f} dB"])
+    return rows
+
+
+QUALITY_HEADERS = ["network", "file", "PSNR-Y dB", "SSIM-Y", "note"]
+
+
+def _psnr_quality(config: SearchConfig, chosen: Candidate, quality) -> list[str]:
+    sc = chosen.scores
+    trial = (
+        f"in its {int(sc.get('train_steps', 0))}-step trial: FP32 {sc['fp32_psnr']:.2f} dB, INT8 {sc['int8_psnr']:.2f} dB "
+        f"(drop {sc['int8_drop_db']:.2f} dB)" if "int8_psnr" in sc else "no trial scores recorded"
+    )
+    resumed = f"; resumed from {quality.resumed_from}" if quality.resumed_from else ""
+    return [
+        f"- ranked by: {config.precision.upper()} PSNR-Y {chosen.quality:.2f} dB {trial}",
+        f"- weights: **trained** {quality.steps} steps on {quality.data_text}, {quality.device_text}"
+        + (f", {quality.seconds_per_step:.3f} s/step" if quality.seconds_per_step else "")
+        + f" (run folder `{quality.folder}`{resumed})",
+        "- quality of the emitted files, measured from disk (whole validation images, Y of BT.601, border of ×scale "
+        "pixels cropped, outputs rounded to 8 bits; ONNX Runtime, exact int8):",
+        "",
+        tabulate(quality_rows(quality), headers=QUALITY_HEADERS, tablefmt="github"),
+        "",
+        "For a quantization-aware fine-tune: `oplat train best.onnx --qat`.",
+    ]
+
+
+def _winner(config: SearchConfig, chosen: Candidate, quality) -> list[str]:
     arch = chosen.arch
     lines = [
         "## Winner",
@@ -49,12 +116,7 @@ def _winner(chosen: Candidate) -> list[str]:
         f"- architecture: `{describe(arch)}` (trial {chosen.number})",
         f"- parameters: {params(arch):,}",
         f"- MACs: {macs(arch):,} ({macs(arch) / 1e9:.4g} G) per {arch.in_h}×{arch.in_w} frame",
-        f"- quality: **{QUALITY_PROXY_NAME}** Q = {chosen.quality:.3f} — a proxy, not a PSNR estimate: "
-        f"{QUALITY_PROXY_FORMULA}. Here: {learned_macs_per_output_pixel(arch):.1f} learned MACs per output pixel, "
-        f"receptive field {receptive_field_px(arch)} LR px. It ranks networks of this family by capacity; train and "
-        "evaluate the winner on real images before trusting it.",
-        "- weights: He-initialised placeholders (deterministic); both files are architectures to train, "
-        "not trained models.",
+        *(_proxy_quality(chosen) if quality is None else _psnr_quality(config, chosen, quality)),
         "",
         "| layer | conv | activation |",
         "|---|---|---|",
@@ -110,11 +172,16 @@ def _measured(budget_ms: float, precision: str, emission: Emission) -> list[str]
     if emission.substituted:
         lines += [emission.substituted, ""]
     if len(emission.tried) > 1 or emission.substituted:
-        lines += ["Candidates measured (quality order):", ""]
+        trained = emission.quality is not None
+        lines += [
+            "Candidates measured (quality order" + ("; before training, with placeholder weights: the same graphs — "
+                                                   "the table above measured the trained files" if trained else "") + "):",
+            "",
+        ]
         lines.append(
             tabulate(
                 [[c.number, describe(c.arch), f"{c.quality:.3f}", f"{c.predicted_ms:.4g}", f"{m['median_ms']:.4g}"] for c, m in emission.tried],
-                headers=["trial", "network", "Q", "predicted ms", f"measured {precision} ms"],
+                headers=["trial", "network", "PSNR dB" if trained else "Q", "predicted ms", f"measured {precision} ms"],
                 tablefmt="github",
             )
         )
@@ -122,13 +189,16 @@ def _measured(budget_ms: float, precision: str, emission: Emission) -> list[str]
     return lines
 
 
-def _files(tflite_note: str) -> list[str]:
+def _files(tflite_note: str, trained: bool) -> list[str]:
+    front = ("the trials' own FP32 / INT8 PSNR and drop after their short training" if trained
+             else "the capacity proxy")
     return [
         "## Files",
         "",
-        "- `best.onnx`: FP32, opset 17; `best.int8.onnx`: QDQ (uint8 activations, int8 per-channel weights).",
+        "- `best.onnx`: FP32, opset 17; `best.int8.onnx`: QDQ (uint8 activations, int8 per-channel weights"
+        + ("; min-max calibrated on training patches)." if trained else ")."),
         f"- {tflite_note}" if tflite_note else "",
-        "- `pareto.csv`: the latency / quality front of all completed trials (predicted latency, the capacity proxy).",
+        f"- `pareto.csv`: the latency / quality front of all completed trials (predicted latency, {front}).",
         "- oplat metadata (`oplat.*`) is in each file's `metadata_props`.",
         "",
     ]
@@ -138,23 +208,28 @@ def search_report(config: SearchConfig, selection: Selection, emission: Emission
     """``report.md``: the search, the winner, its predicted (per kernel) and measured
     latency, the emitted files."""
     lines = _header(config, selection, emission, storage_text)
-    lines += _winner(emission.chosen)
+    lines += _winner(config, emission.chosen, emission.quality)
     lines += _predicted(config.precision, emission)
     lines += _measured(config.budget_ms, config.precision, emission)
-    lines += _files(emission.tflite_note)
+    lines += _files(emission.tflite_note, emission.quality is not None)
     return "\n".join(lines)
 
 
-def pareto_csv(front: list[Candidate], budget_ms: float) -> str:
-    """``pareto.csv``: one row per front network (:data:`PARETO_COLUMNS`), CRLF line ends."""
+def pareto_csv(front: list[Candidate], budget_ms: float, *, psnr: bool = False) -> str:
+    """``pareto.csv``: one row per front network (:data:`PARETO_COLUMNS`; a psnr search's:
+    :data:`PARETO_PSNR_COLUMNS`), CRLF line ends."""
     out = io.StringIO(newline="")
     w = csv.writer(out)
-    w.writerow(PARETO_COLUMNS)
+    w.writerow(PARETO_PSNR_COLUMNS if psnr else PARETO_COLUMNS)
     for c in front:
+        sc = c.scores
+        scores = [f"{sc[k]:.4f}" if k in sc else "" for k in ("fp32_psnr", "int8_psnr", "int8_drop_db")]
+        quality = [*scores, str(int(sc["train_steps"])) if "train_steps" in sc else "",
+                   f"{sc['quality_proxy']:.6f}" if "quality_proxy" in sc else ""] if psnr else [f"{c.quality:.6f}"]
         w.writerow([
             c.number,
             f"{c.predicted_ms:.6g}",
-            f"{c.quality:.6f}",
+            *quality,
             params(c.arch),
             macs(c.arch),
             f"{c.measured_share:.3f}",
@@ -162,3 +237,90 @@ def pareto_csv(front: list[Candidate], budget_ms: float) -> str:
             describe(c.arch),
         ])
     return out.getvalue()
+
+
+# ---------------------------------------------------------------------- the review page
+def _front_points(config: SearchConfig, selection: Selection) -> list[dict]:
+    """Every completed trial that has a quality, for the Pareto figure."""
+    front = {c.number for c in selection.front}
+    return [
+        {"latency_ms": c.predicted_ms, "quality": c.quality, "feasible": c.predicted_ms <= config.budget_ms,
+         "on_front": c.number in front and c.predicted_ms <= config.budget_ms,
+         "label": f"#{c.number}" if c.number in front else ""}
+        for c in selection.done
+        if c.quality > float("-inf")
+    ]
+
+
+def _front_table(config: SearchConfig, selection: Selection) -> str:
+    from oplat.report.html import html_table
+
+    psnr = config.objective is not None
+    rows = []
+    for c in selection.front:
+        sc = c.scores
+        quality = ([f"{sc[k]:.2f}" if k in sc else "—" for k in ("fp32_psnr", "int8_psnr", "int8_drop_db")] if psnr
+                   else [f"{c.quality:.3f}"])
+        rows.append([str(c.number), describe(c.arch), f"{c.predicted_ms:.4g}", *quality, f"{params(c.arch):,}",
+                     "yes" if c.predicted_ms <= config.budget_ms else "no"])
+    quality_headers = ["FP32 PSNR dB", "INT8 PSNR dB", "INT8 drop dB"] if psnr else ["Q (proxy)"]
+    headers = ["trial", "network", "predicted ms", *quality_headers, "params", "feasible"]
+    align = ["right", "left", "right", *["right"] * len(quality_headers), "right", "left"]
+    return html_table(headers, rows, align=align)
+
+
+def _measured_html(config: SearchConfig, emission: Emission) -> str:
+    from oplat.report.html import html_table, paragraphs
+
+    if not any(emission.measured.values()):
+        return paragraphs(["Not measured (no device given): every latency on this page is PREDICTED."], cls="note")
+    rows = [
+        [file, prec, f"{m['median_ms']:.4g}", f"{m['p10_ms']:.4g}", f"{m['p90_ms']:.4g}", "yes" if m.get("noisy") else "no"]
+        for prec, file in _FILES if (m := emission.measured.get(prec))
+    ]
+    verdict = (f"OVER BUDGET: the emitted network measured over the {config.budget_ms:g} ms {config.precision} budget."
+               if emission.over_budget else f"Within budget: measured {config.precision} ≤ {config.budget_ms:g} ms.")
+    notes = [f"measured end to end on {emission.device_text}", verdict] + ([emission.substituted] if emission.substituted else [])
+    return paragraphs(notes, cls="note") + html_table(
+        ["file", "precision", "median ms", "p10 ms", "p90 ms", "noisy"], rows,
+        align=["left", "left", "right", "right", "right", "left"],
+    )
+
+
+def search_page(config: SearchConfig, selection: Selection, emission: Emission, *, storage_text: str):
+    """The review page of a search (``report.html``): provenance, the latency / quality
+    front with the budget (infeasible trials grey), the emitted network's per-kernel
+    breakdown, its measured latency and (psnr search) quality, and the front as a table."""
+    from oplat.report import figures
+    from oplat.report.html import ReviewPage, add_prediction, html_table
+    from oplat.search.study import quality_label
+
+    figures.require_matplotlib()
+    chosen = emission.chosen
+    title = f"oplat search {config.name}: {config.budget_ms:g} ms {config.precision} on {emission.device_text}"
+    page = ReviewPage(title, intro=[
+        f"search space {config.space.name} (fingerprint {config.space.fingerprint}), study {storage_text}, "
+        f"{len(selection.done)} completed trials ({selection.trials_feasible} feasible)",
+        f"objective: {_objective_text(config)}".replace("**", ""),
+        f"winner: trial {chosen.number}, {describe(chosen.arch)}",
+        "latencies on the x axis are PREDICTED from the table (measured figures are in the tables below)",
+    ])
+    page.add_figure(
+        "pareto", f"{quality_label(config)} vs predicted {config.precision} latency",
+        figures.pareto_front(_front_points(config, selection), budget_ms=config.budget_ms,
+                             quality_label=quality_label(config), title=f"search {config.name}"),
+        "grey: over the budget" + ("" if config.objective is None else "; only trained trials have a PSNR (infeasible "
+                                                                        "and pruned ones are not shown)"),
+    )
+    pred = emission.preds[config.precision][0]
+    if pred is not None:
+        file = "best.int8.onnx" if config.precision == "int8" else "best.onnx"
+        add_prediction(page, pred, model=file, table=config.table_text, device=config.predictor.device,
+                       measured_between=config.predictor.measured_between)
+    page.add_section("Measured latency", _measured_html(config, emission))
+    if emission.quality is not None:
+        page.add_section("Quality of the emitted files (measured from disk)",
+                         html_table(QUALITY_HEADERS, quality_rows(emission.quality),
+                                    align=["left", "left", "right", "right", "left"]))
+    page.add_section("Pareto front", _front_table(config, selection))
+    return page

@@ -9,6 +9,7 @@ from typing import Any
 
 from oplat.devices import Device
 from oplat.predict import Predictor
+from oplat.search.trained import PsnrObjective
 from oplat.space import SearchSpace
 
 __all__ = ["MeasureFn", "SearchConfig"]
@@ -51,6 +52,10 @@ class SearchConfig:
         progress: a progress bar with ETA on stderr.
         measure: how an emitted network is timed on ``device`` (None:
             :func:`~oplat.search.measure_model`, ``time_network`` under ``policy``).
+        objective: None ranks networks by the capacity proxy (fast, no training); a
+            :class:`~oplat.search.trained.PsnrObjective` trains every feasible trial
+            briefly and ranks it by the measured PSNR of its ``precision`` ONNX file,
+            prunes poor trials early and trains the winner in full (the ``train`` extra).
     """
 
     space: SearchSpace
@@ -68,6 +73,7 @@ class SearchConfig:
     policy: Any = None
     progress: bool = True
     measure: MeasureFn | None = None
+    objective: PsnrObjective | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -82,6 +88,17 @@ class SearchConfig:
     @property
     def table_file(self) -> Path | None:
         return Path(self.table_path) if self.table_path is not None else None
+
+    @property
+    def objective_name(self) -> str:
+        """``proxy`` or ``psnr``."""
+        return "proxy" if self.objective is None else "psnr"
+
+    @property
+    def quality_key(self) -> str:
+        """The trial user attribute the search maximises: ``quality_proxy``, or the
+        measured PSNR of the budget's precision (``int8_psnr`` / ``fp32_psnr``)."""
+        return "quality_proxy" if self.objective is None else f"{self.precision}_psnr"
 
     @property
     def weights_seed(self) -> int:

@@ -37,6 +37,8 @@ __all__ = ["MAX_TFLITE_STEPS", "MEASURE_CANDIDATES", "MeasuredChoice", "choose_m
 #: With a device: how many candidates (the winner first, then the next feasible networks
 #: in quality order) are measured at most when the winner measures over budget.
 MEASURE_CANDIDATES = 5
+#: The emitted files' precisions, in the order of ``(fp32 model, int8 model)``.
+PRECISIONS_FILE_ORDER = ("fp32", "int8")
 #: Largest output difference (in 1/255 steps) allowed between best.tflite and
 #: best.int8.onnx; 99% of pixels must be within 2 steps.
 MAX_TFLITE_STEPS = 8
@@ -119,7 +121,8 @@ class _Picked:
 
 
 def _pick(config: SearchConfig, feasible: list[Candidate], stat: str) -> _Picked:
-    """The network to emit and its models; with a device, measured (both precisions)."""
+    """The network to emit and its models; with a device, measured (both precisions; a
+    psnr search measures only the budget's precision here, its trained files later)."""
     chosen = feasible[0]
     built = {chosen: _build(chosen.arch, config.weights_seed)}
     if config.device is None:
@@ -137,7 +140,8 @@ def _pick(config: SearchConfig, feasible: list[Candidate], stat: str) -> _Picked
     measured: dict[str, dict | None] = {"fp32": None, "int8": None}
     measured[config.precision] = choice.measured
     other = "fp32" if config.precision == "int8" else "int8"
-    measured[other] = measure(models[1 if other == "int8" else 0], config.device, config.policy)
+    if config.objective is None:
+        measured[other] = measure(models[1 if other == "int8" else 0], config.device, config.policy)
     return _Picked(choice.chosen, models, measured, choice.over_budget, choice.substituted, choice.tried)
 
 
@@ -266,7 +270,10 @@ def _metadata(config: SearchConfig, emission: Emission, prec: str) -> dict[str, 
         "oplat.quality_proxy": f"{chosen.quality:.6f}",
         "oplat.quality_proxy_name": f"{QUALITY_PROXY_NAME}: {QUALITY_PROXY_FORMULA}",
         "oplat.trial": str(chosen.number),
+        "oplat.objective": config.objective_name,
     }
+    if config.objective is not None:
+        props["oplat.train"] = f"{config.objective.steps} steps (the winner of {config.objective.trial_steps}-step trials)"
     m = emission.measured.get(prec)
     if m:
         props["oplat.measured_ms"] = f"{m['median_ms']:.6g}"
@@ -295,10 +302,46 @@ def _write_tables(config: SearchConfig, selection: Selection, emission: Emission
 
     report, pareto = config.out_dir / "report.md", config.out_dir / "pareto.csv"
     with _replacing(pareto) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(pareto_csv(selection.front, float(config.budget_ms)))
+        f.write(pareto_csv(selection.front, float(config.budget_ms), psnr=config.objective is not None))
     with _replacing(report) as tmp:
         tmp.write_text(search_report(config, selection, emission, storage_text=storage_text), encoding="utf-8")
     return report, pareto
+
+
+def _write_page(config: SearchConfig, selection: Selection, emission: Emission, storage_text: str) -> tuple[Path | None, str]:
+    """Write ``report.html`` (and its figures as SVG beside it); (path or None, a note)."""
+    from oplat.report.figures import INSTALL_HINT
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None, f"report.html not written: {INSTALL_HINT}"
+    from oplat.report.figures import svg_text
+    from oplat.report.search import search_page  # here: it imports this package's records
+
+    page = search_page(config, selection, emission, storage_text=storage_text)
+    path = config.out_dir / "report.html"
+    names = {f.slug: f"{path.stem}-{f.slug}.svg" for f in page.figures}
+    for f in page.figures:  # the figures beside the page, as SVG
+        with _replacing(path.with_name(names[f.slug])) as tmp:
+            tmp.write_text(svg_text(f.fig), encoding="utf-8")
+    with _replacing(path) as tmp:
+        tmp.write_text(page.render(names), encoding="utf-8")
+    return path, ""
+
+
+def _trained(config: SearchConfig, scorer, picked: _Picked, stat: str) -> tuple[_Picked, object]:
+    """The psnr search: train the chosen network in full and take its models (with a
+    device, measured again: the emitted files are these)."""
+    chosen = picked.chosen
+    winner = scorer.train_winner(chosen.arch, config.out_dir / "train" / f"trial-{chosen.number}", progress=config.progress)
+    models = (winner.fp32, winner.int8)
+    if config.device is None:
+        return replace(picked, models=models), winner
+    measure = config.measure or measure_model
+    measured = {prec: measure(model, config.device, config.policy) for prec, model in zip(PRECISIONS_FILE_ORDER, models)}
+    over_budget = measured[config.precision][stat] > config.budget_ms
+    return replace(picked, models=models, measured=measured, over_budget=over_budget), winner
 
 
 # ---------------------------------------------------------------------- emission
@@ -317,11 +360,15 @@ def _record_measured(study, config: SearchConfig, picked: _Picked, stat: str) ->
 
 
 def _selection(config: SearchConfig, run: StudyRun) -> Selection:
-    selection = select(completed_trials(run.study), config.space, config.budget_ms)
+    from optuna.trial import TrialState
+
+    selection = select(completed_trials(run.study), config.space, config.budget_ms, config.quality_key)
+    selection = replace(selection, pruned=len(run.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))))
     if selection.winner is None:
+        trained = " and trained to the end (pruned trials are not candidates)" if config.objective is not None else ""
         raise OplatError(
-            f"study {config.name!r} has no completed trial within {config.budget_ms:g} ms {config.precision}; run more trials "
-            f"(--trials) or delete {config.out_dir} and start again"
+            f"study {config.name!r} has no completed trial within {config.budget_ms:g} ms {config.precision}{trained}; "
+            f"run more trials (--trials) or delete {config.out_dir} and start again"
         )
     return selection
 
@@ -333,6 +380,9 @@ def emit(config: SearchConfig, run: StudyRun) -> SearchResult:
     prices = run.prices
     stat = f"{prices.predictor.stat}_ms"  # measured networks are judged on the predictor's statistic
     picked = _pick(config, selection.feasible, stat)
+    winner = None
+    if run.scorer is not None:
+        picked, winner = _trained(config, run.scorer, picked, stat)
     _record_measured(run.study, config, picked, stat)
     preds = _predict_emitted(run, picked, config.precision)
     device = config.device
@@ -343,10 +393,13 @@ def emit(config: SearchConfig, run: StudyRun) -> SearchResult:
         substituted=picked.substituted, tried=picked.tried, device_text=device_text,
     )
     paths = _write_models(config, emission, picked.models)
+    quality = None if winner is None else run.scorer.measure_files(paths, winner)  # the files as written
     best_tflite, tflite_note = _emit_tflite(picked.models[1], picked.chosen.arch, config.out_dir / "best.tflite")
-    emission = replace(emission, tflite_note=tflite_note)
+    emission = replace(emission, tflite_note=tflite_note, quality=quality)
     report, pareto = _write_tables(config, selection, emission, run.storage_text)
-    return _result(config, run, selection, emission, paths={**paths, "tflite": best_tflite, "report": report, "pareto": pareto})
+    page, page_note = _write_page(config, selection, emission, run.storage_text)
+    paths = {**paths, "tflite": best_tflite, "report": report, "pareto": pareto, "html": page, "html_note": page_note}
+    return _result(config, run, selection, emission, paths=paths)
 
 
 def _result(config: SearchConfig, run: StudyRun, selection: Selection, emission: Emission, *, paths: dict) -> SearchResult:
@@ -380,9 +433,21 @@ def _result(config: SearchConfig, run: StudyRun, selection: Selection, emission:
         substituted=emission.substituted,
         trials_total=len(selection.done),
         trials_feasible=selection.trials_feasible,
+        trials_pruned=selection.pruned,
         trials_run=run.trials_run,
         elapsed_s=run.elapsed_s,
         measured_rows=run.prices.measured_rows,
         best_tflite=paths["tflite"],
         tflite_note=emission.tflite_note,
+        report_html=paths.get("html"),
+        html_note=paths.get("html_note", ""),
+        objective=config.objective_name,
+        quality=_quality_json(emission.quality),
     )
+
+
+def _quality_json(quality) -> dict | None:
+    if quality is None:
+        return None
+    out: dict = {k: {"psnr": r.psnr, "ssim": r.ssim} for k, r in quality.results.items()}
+    return {**out, "int8_drop_db": quality.int8_drop_db, "steps": quality.steps}

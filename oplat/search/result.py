@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from oplat.arch import ArchSpec
 from oplat.predict import Prediction
@@ -32,6 +33,7 @@ class Emission:
     tried: list[tuple[Candidate, dict]]
     device_text: str
     tflite_note: str = ""
+    quality: Any = None  # psnr search: the emitted files' PSNRs (oplat.search.trained.WinnerQuality)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +79,13 @@ class SearchResult:
     measured_rows: int = 0
     best_tflite: Path | None = None  # INT8 .tflite (NHWC), when LiteRT is installed
     tflite_note: str = ""
+    report_html: Path | None = None  # the review page, when matplotlib is installed
+    html_note: str = ""
+    objective: str = "proxy"
+    #: psnr search: PSNR-Y / SSIM-Y of the emitted files measured from disk on the validation
+    #: images, {"bicubic"|"fp32"|"int8": {"psnr": dB, "ssim": …}}, "int8_drop_db", "steps"
+    quality: dict | None = None
+    trials_pruned: int = 0  # stopped by the pruner (psnr search); not in trials_total
 
     @property
     def trials_per_s(self) -> float:
@@ -87,7 +96,8 @@ class SearchResult:
         """A few lines for the terminal."""
         lines = [
             f"best: {self.description} (trial {self.trial_number})",
-            f"  {self.params:,} params, {self.macs / 1e9:.3g} G MACs, {QUALITY_PROXY_NAME} Q = {self.quality_proxy:.3f}",
+            f"  {self.params:,} params, {self.macs / 1e9:.3g} G MACs, "
+            + (f"{QUALITY_PROXY_NAME} Q = {self.quality_proxy:.3f}" if self.quality is None else self._psnr_text()),
             f"  predicted {self.precision}: {self.predicted_ms:.4g} ms (budget {self.budget_ms:g} ms)"
             + ("" if self.calibrated else " — uncalibrated"),
         ]
@@ -100,13 +110,27 @@ class SearchResult:
             )
         if self.substituted:
             lines.append(f"  {self.substituted}")
+        pruned = f", {self.trials_pruned} more pruned" if self.trials_pruned else ""
         lines.append(
-            f"  {self.trials_total} trials ({self.trials_feasible} feasible, {self.trials_run} this run"
-            + (f", {self.trials_per_s:.0f}/s" if self.trials_run else "")
+            f"  {self.trials_total} trials ({self.trials_feasible} feasible{pruned}, {self.trials_run} this run"
+            + (f", {self._rate()}" if self.trials_run else "")
             + ")"
         )
         tfl = f", {self.best_tflite}" if self.best_tflite else ""
-        lines.append(f"  wrote {self.best_onnx}, {self.best_int8_onnx}{tfl}, {self.report}, {self.pareto_csv}")
-        if self.tflite_note:
-            lines.append(f"  {self.tflite_note}")
+        page = f", {self.report_html}" if self.report_html else ""
+        lines.append(f"  wrote {self.best_onnx}, {self.best_int8_onnx}{tfl}, {self.report}{page}, {self.pareto_csv}")
+        for note in (self.tflite_note, self.html_note):
+            if note:
+                lines.append(f"  {note}")
         return "\n".join(lines)
+
+    def _rate(self) -> str:
+        rate = self.trials_per_s
+        return f"{rate:.0f}/s" if rate >= 1 else f"{1 / rate:.3g} s/trial" if rate > 0 else "—"
+
+    def _psnr_text(self) -> str:
+        q = self.quality
+        return (
+            f"trained {q['steps']} steps: PSNR-Y FP32 {q['fp32']['psnr']:.2f} dB, INT8 {q['int8']['psnr']:.2f} dB "
+            f"(drop {q['int8_drop_db']:.2f} dB; bicubic {q['bicubic']['psnr']:.2f} dB), measured from the files"
+        )

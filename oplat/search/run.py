@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 
+from oplat.options import configured
 from oplat.search.config import SearchConfig
 from oplat.search.emit import emit
 from oplat.search.pricing import Prices
@@ -18,12 +18,6 @@ from oplat.search.study import Interrupts, StudyRun, preflight, run_study
 __all__ = ["run_search", "search_throughput"]
 
 T = TypeVar("T")
-
-
-def _config(config: SearchConfig | None, options: dict[str, Any], defaults: dict[str, Any] | None = None) -> SearchConfig:
-    if config is None:
-        return SearchConfig(**{**(defaults or {}), **options})
-    return replace(config, **options) if options else config
 
 
 def _searched(config: SearchConfig, then: Callable[[StudyRun], T]) -> T:
@@ -39,8 +33,10 @@ def _searched(config: SearchConfig, then: Callable[[StudyRun], T]) -> T:
     )
     check_storage(config.storage, config.out_dir)  # refuse a bad journal path before anything is measured or made
     fastest = preflight(config, prices)
+    # the psnr objective: torch, the images and the device, before the study is touched
+    scorer = None if config.objective is None else config.objective.scorer(config.space.scale)
     with Interrupts() as interrupts, FolderLock(config.out_dir, config.storage):
-        run = run_study(config, prices, fastest, interrupts=interrupts)
+        run = run_study(config, prices, fastest, interrupts=interrupts, scorer=scorer)
         return then(run)
 
 
@@ -57,7 +53,7 @@ def run_search(config: SearchConfig | None = None, /, **options: Any) -> SearchR
     fastest possible latency), when ``name`` belongs to a study of another space, budget or
     mode, or when the table cannot price a kernel family the space needs.
     """
-    config = _config(config, options)
+    config = configured(SearchConfig, config, options)
     return _searched(config, lambda run: emit(config, run))
 
 
@@ -66,6 +62,6 @@ def search_throughput(config: SearchConfig | None = None, /, **options: Any) -> 
     spends per trial. Takes what :func:`run_search` takes; as keywords, ``name`` defaults
     to ``"throughput"``, ``trials`` to 1000 and ``progress`` to False (the default journal
     storage under ``out_dir``)."""
-    config = _config(config, options, {"name": "throughput", "trials": 1000, "progress": False})
+    config = configured(SearchConfig, config, options, {"name": "throughput", "trials": 1000, "progress": False})
     run = _searched(config, lambda run: run)
     return run.trials_run / run.elapsed_s if run.elapsed_s > 0 else math.inf

@@ -55,7 +55,9 @@ from oplat.search.pricing import PRECISIONS, Prices, fastest_priced
 from oplat.search.storage import OpenedStorage, mask_password, open_storage
 from oplat.space import SearchSpace, arch_from_trial, trial_params
 
-__all__ = ["INFEASIBLE_QUALITY", "Interrupts", "StudyRun", "completed_trials", "metric_names", "preflight", "run_study"]
+__all__ = [
+    "INFEASIBLE_QUALITY", "Interrupts", "StudyRun", "completed_trials", "metric_names", "preflight", "quality_label", "run_study",
+]
 
 #: The quality objective an infeasible trial records (its true Q is the user attribute
 #: ``quality_proxy``): below every network's Q, so optuna-dashboard's best trial and Pareto
@@ -177,6 +179,8 @@ def _study_attrs(config: SearchConfig) -> dict[str, Any]:
         "oplat.table": config.table_text,
         "oplat.pareto": config.pareto,
         "oplat.quality_proxy": proxy.QUALITY_PROXY_FORMULA,
+        "oplat.objective": config.objective_name,
+        "oplat.training": None if config.objective is None else config.objective.settings(),
         "oplat.version": oplat.__version__,
     }
 
@@ -189,6 +193,19 @@ def _check_resume(study, name: str, out_dir: Path, want: dict[str, Any]) -> None
             f"study {name!r} was created for another search space ({have.get('oplat.space')!r}, fingerprint "
             f"{have.get('oplat.space_fingerprint')}; this one is {want['oplat.space']!r}, {want['oplat.space_fingerprint']}); "
             f"{where}"
+        )
+    objective = have.get("oplat.objective", "proxy")  # studies older than the psnr objective: proxy
+    if objective != want["oplat.objective"]:
+        raise OplatError(
+            f"study {name!r} ranks networks by {objective}, not {want['oplat.objective']}; run it again with "
+            f"--objective {objective} or {where}"
+        )
+    if objective == "psnr" and have.get("oplat.training") != want["oplat.training"]:
+        theirs, ours = have.get("oplat.training") or {}, want["oplat.training"]
+        diff = "; ".join(f"{k}: {theirs.get(k)!r} → {ours.get(k)!r}" for k in sorted(ours) if theirs.get(k) != ours.get(k))
+        raise OplatError(
+            f"study {name!r} trained its trials with other settings ({diff}), so their PSNRs do not compare; "
+            f"run it again with the same training options or {where}"
         )
     if have.get("oplat.pareto") != want["oplat.pareto"]:
         mode = "a Pareto (latency, quality)" if have.get("oplat.pareto") else "a single-objective"
@@ -219,9 +236,16 @@ def _set_constraint(trial, slack_ms: float, trial_id: int) -> None:
         trial.set_user_attr("constraint", [slack_ms])
 
 
+def quality_label(config: SearchConfig) -> str:
+    """What the quality objective is, in a few words."""
+    if config.objective is None:
+        return f"{proxy.QUALITY_PROXY_NAME}: log2 MACs/px + log2 RF"
+    return f"{config.precision.upper()} PSNR-Y dB after {config.objective.trial_steps} steps"
+
+
 def metric_names(config: SearchConfig) -> list[str]:
     """The study's objective names, as oplat prints them (optuna-dashboard shows them)."""
-    quality = f"{proxy.QUALITY_PROXY_NAME}: log2 MACs/px + log2 RF"
+    quality = quality_label(config)
     return [f"predicted {config.precision} ms", quality] if config.pareto else [quality]
 
 
@@ -270,7 +294,7 @@ def _capped_study_class() -> type:
         ``total``: a queued (WAITING) trial is taken first; a new one is made only when the
         queued ones do not already fill the study. Otherwise ``ask`` raises ``_StudyFull``."""
 
-        def __init__(self, *args, cap: tuple[Any, int], **kwargs) -> None:
+        def __init__(self, *args, cap: tuple[Any, int], **kwargs) -> None:  # (name, storage, sampler, pruner)
             super().__init__(*args, **kwargs)
             self._oplat_cap = cap
 
@@ -291,11 +315,13 @@ def _create_study(config: SearchConfig, opened: OpenedStorage):
 
     directions = ["minimize", "maximize"] if config.pareto else ["maximize"]
     sampler = _sampler(config.space, pareto=config.pareto, seed=config.seed)
+    pruner = optuna.pruners.NopPruner() if config.objective is None else config.objective.make_pruner(pareto=config.pareto)
     try:
         optuna.create_study(
-            study_name=config.name, storage=opened.storage, sampler=sampler, directions=directions, load_if_exists=True
+            study_name=config.name, storage=opened.storage, sampler=sampler, pruner=pruner, directions=directions,
+            load_if_exists=True,
         )
-        return _capped_study_class()(config.name, opened.storage, sampler, cap=(opened.lock, config.trials))
+        return _capped_study_class()(config.name, opened.storage, sampler, pruner, cap=(opened.lock, config.trials))
     except OplatError:
         raise
     except Exception as exc:  # a storage URL can fail in many driver-specific ways
@@ -345,12 +371,14 @@ def _retry_killed(study, storage_obj, name: str) -> None:
 
 # ---------------------------------------------------------------------- the trials
 class _Objective:
-    """Prices and scores one trial's network; a Ctrl-C inside it fails the trial quietly
-    and queues its parameters again."""
+    """Prices and scores one trial's network (with a ``scorer``: trains a feasible one and
+    measures its PSNR); a Ctrl-C inside it fails the trial quietly and queues its
+    parameters again."""
 
-    def __init__(self, config: SearchConfig, prices: Prices, study, interrupts: Interrupts, storage_obj) -> None:
-        self.config, self.prices, self.study, self.interrupts = config, prices, study, interrupts
-        self.storage, self.study_id = storage_obj, storage_obj.get_study_id_from_name(config.name)
+    def __init__(self, run: tuple[SearchConfig, Prices, Any], study, interrupts: Interrupts, storage_obj) -> None:
+        self.config, self.prices, self.scorer = run
+        self.study, self.interrupts = study, interrupts
+        self.storage, self.study_id = storage_obj, storage_obj.get_study_id_from_name(self.config.name)
 
     def score(self, trial):
         config = self.config
@@ -366,8 +394,17 @@ class _Objective:
         trial.set_user_attr("macs", macs(arch))
         trial.set_user_attr("arch", describe(arch))
         trial.set_user_attr("measured_share", priced.measured_share)
-        value = quality if slack <= 0 else INFEASIBLE_QUALITY  # see the module docstring (optuna-dashboard)
+        value = INFEASIBLE_QUALITY  # see the module docstring (optuna-dashboard)
+        if slack <= 0:
+            value = quality if self.scorer is None else self._trained(trial, arch)
         return (priced.predicted_ms, value) if config.pareto else value
+
+    def _trained(self, trial, arch: ArchSpec) -> float:
+        """Train a feasible network and measure it (the psnr objective); its objective value."""
+        scores = self.scorer.score(trial, arch, report=not self.config.pareto)
+        for key, value in scores.items():
+            trial.set_user_attr(key, value)
+        return float(scores.get(self.config.quality_key, INFEASIBLE_QUALITY))
 
     def __call__(self, trial):
         import optuna
@@ -391,31 +428,41 @@ class _Objective:
 class _BestSoFar:
     """The progress bar's postfix: the best feasible quality so far and its latency."""
 
-    def __init__(self, study, budget_ms: float) -> None:
-        self.budget_ms = budget_ms
+    def __init__(self, study, config: SearchConfig) -> None:
+        self.budget_ms, self.key = config.budget_ms, config.quality_key
+        self.label = "Q=" if config.objective is None else f"{config.precision.upper()} "
+        self.unit = "" if config.objective is None else " dB"
         self.q, self.ms = -math.inf, math.nan
         self.bar = None
         self.ran = 0  # trials this call finished
+        self.pruned = 0
         for t in completed_trials(study):
-            ms, q = t.user_attrs.get("predicted_ms"), t.user_attrs.get("quality_proxy")
-            if ms is not None and q is not None and ms <= budget_ms and q > self.q:
-                self.q, self.ms = q, ms
+            self._consider(t)
+
+    def _consider(self, trial) -> bool:
+        ms, q = trial.user_attrs.get("predicted_ms"), trial.user_attrs.get(self.key)
+        if ms is not None and q is not None and ms <= self.budget_ms and q > self.q:
+            self.q, self.ms = q, ms
+            return True
+        return False
+
+    def _text(self) -> str:
+        text = f"best {self.label}{self.q:.3f}{self.unit} at {self.ms:.3g} ms" if self.q > -math.inf else ""
+        return text + (f", {self.pruned} pruned" if self.pruned else "")
 
     def show(self, bar) -> None:
         self.bar = bar
-        if self.q > -math.inf:
-            bar.set_postfix_str(f"best Q={self.q:.3f} at {self.ms:.3g} ms", refresh=False)
+        if self._text():
+            bar.set_postfix_str(self._text(), refresh=False)
 
     def on_trial(self, _study, frozen) -> None:
         from optuna.trial import TrialState
 
         self.ran += 1
         self.bar.update(1)
-        if frozen.state == TrialState.COMPLETE:
-            ms, q = frozen.user_attrs.get("predicted_ms"), frozen.user_attrs.get("quality_proxy")
-            if ms is not None and ms <= self.budget_ms and q > self.q:
-                self.q, self.ms = q, ms
-                self.bar.set_postfix_str(f"best Q={q:.3f} at {ms:.3g} ms", refresh=False)
+        self.pruned += frozen.state == TrialState.PRUNED
+        if (frozen.state == TrialState.COMPLETE and self._consider(frozen)) or frozen.state == TrialState.PRUNED:
+            self.bar.set_postfix_str(self._text(), refresh=False)
 
 
 def completed_trials(study) -> list:
@@ -430,7 +477,8 @@ def completed_trials(study) -> list:
 class StudyRun:
     """A study after this call's trials: ``journal`` is its file (None for a storage
     URL), ``storage_text`` how outputs name the storage, ``trials_run`` how many trials
-    this call ran, in ``elapsed_s`` seconds."""
+    this call ran, in ``elapsed_s`` seconds; ``scorer`` the psnr objective's
+    :class:`~oplat.search.trained.TrialScorer` (None: the proxy)."""
 
     study: Any
     prices: Prices
@@ -438,12 +486,14 @@ class StudyRun:
     storage_text: str
     trials_run: int
     elapsed_s: float
+    scorer: Any = None
 
 
-def run_study(config: SearchConfig, prices: Prices, fastest: ArchSpec, *, interrupts: Interrupts) -> StudyRun:
+def run_study(config: SearchConfig, prices: Prices, fastest: ArchSpec, *, interrupts: Interrupts, scorer=None) -> StudyRun:
     """Open (or resume) the study of ``config`` and run the trials it still lacks (with
     other workers on the study: until it holds ``config.trials`` finished trials, then
-    wait up to :data:`WAIT_FOR_OTHERS_S` for the trials they still run)."""
+    wait up to :data:`WAIT_FOR_OTHERS_S` for the trials they still run). ``scorer``: the
+    psnr objective's :class:`~oplat.search.trained.TrialScorer` (None: the proxy)."""
     import optuna
 
     config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -462,8 +512,8 @@ def run_study(config: SearchConfig, prices: Prices, fastest: ArchSpec, *, interr
             opened.set_up_done()
             done = len(completed_trials(study))
             remaining = max(0, config.trials - done)
-            objective = _Objective(config, prices, study, interrupts, opened.storage)
-            best = _BestSoFar(study, config.budget_ms)
+            objective = _Objective((config, prices, scorer), study, interrupts, opened.storage)
+            best = _BestSoFar(study, config)
             with progress_bar(
                 total=config.trials, initial=min(done, config.trials), unit="trial", desc=f"search {config.name}",
                 enabled=config.progress,
@@ -485,7 +535,7 @@ def run_study(config: SearchConfig, prices: Prices, fastest: ArchSpec, *, interr
         optuna.logging.set_verbosity(verbosity)
         if opened is not None:
             opened.close()
-    return StudyRun(study, prices, opened.journal, opened.text, best.ran, elapsed)
+    return StudyRun(study, prices, opened.journal, opened.text, best.ran, elapsed, scorer)
 
 
 def _wait_for_others(study, interrupts: Interrupts) -> None:

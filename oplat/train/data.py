@@ -35,6 +35,7 @@ __all__ = [
     "RESAMPLER",
     "ImageSet",
     "PatchSampler",
+    "TrainData",
     "bicubic_down",
     "bicubic_up",
     "builtin_dir",
@@ -345,3 +346,29 @@ class PatchSampler:
             lrs[i], hrs[i] = lp, hp
         to_float = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)  # noqa: E731
         return to_float(lrs), to_float(hrs)
+
+
+# ---------------------------------------------------------------------- a run's data
+@dataclass(frozen=True)
+class TrainData:
+    """What a run learns from and is judged on: ``sampler`` (training patches), ``val``
+    (whole validation images: the reported figures), ``monitor`` (the first of them: the
+    progress bar's val PSNR and a search's intermediate values), ``text`` (one line for
+    reports) and the image files."""
+
+    sampler: PatchSampler
+    val: ImageSet
+    monitor: ImageSet
+    text: str
+    train_paths: tuple[Path, ...]
+    val_paths: tuple[Path, ...]
+
+    @classmethod
+    def load(cls, data: str | Path | None, val: str | Path | None, *, scale: int, patch: int, batch: int, seed: int,
+             monitor_images: int) -> TrainData:
+        """Resolve ``--data``/``--val`` (:func:`resolve_data`), decode the validation
+        images and make the patch sampler."""
+        train_paths, val_paths, text = resolve_data(data, val)
+        sampler = PatchSampler(train_paths, scale=scale, patch=patch, batch=batch, seed=seed)
+        images = ImageSet.load(val_paths, scale)
+        return cls(sampler, images, images.subset(monitor_images), text, tuple(train_paths), tuple(val_paths))

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from oplat.arch import quantize_qdq
 from oplat.errors import OplatError, OplatRuntimeError
 from oplat.progress import progress_bar
-from oplat.train.data import ImageSet, PatchSampler, bicubic_up
+from oplat.train.data import ImageSet, PatchSampler, TrainData, bicubic_up
 from oplat.train.metrics import psnr_y, ssim_y, to_uint8
 from oplat.train.onnxio import activation_qparams, set_metadata, with_free_hw, with_input_hw
 from oplat.train.torchnet import ArchNet, FakeQuant
@@ -208,33 +208,35 @@ def _to_device(obj, device: torch.device):
 
 
 class Trainer:
-    """Runs (or resumes) the phases of one training run of ``net``.
+    """Runs (or resumes) the phases of one training run of ``net`` on ``data``.
 
     ``fingerprint``: a JSON-like dict naming the run (architecture, data, settings); a
-    checkpoint with another one is refused. ``on_step`` (tests): called with (phase, step)
-    after every step.
+    checkpoint with another one is refused. ``progress``: a progress bar on stderr (a
+    string: with that description; False: none). ``on_step``: called after every step
+    with (phase, step, the monitor PSNR measured at that step or None) — a search's
+    pruner reads the PSNR there, tests stop a run there.
     """
 
     def __init__(
         self,
         net: ArchNet,
-        sampler: PatchSampler,
-        monitor: ImageSet,
+        data: TrainData,
         config: TrainConfig,
         checkpoint: Path,
         *,
         fingerprint: dict,
         device: torch.device | None = None,
-        progress: bool = True,
-        desc: str = "train",
-        on_step: Callable[[str, int], None] | None = None,
+        progress: bool | str = True,
+        on_step: Callable[[str, int, float | None], None] | None = None,
     ) -> None:
-        self.net, self.sampler, self.monitor, self.cfg = net, sampler, monitor, config
+        self.net, self.sampler, self.monitor, self.cfg = net, data.sampler, data.monitor, config
         self.checkpoint = Path(checkpoint)
         self.fingerprint = fingerprint
         self.device = device or torch.device("cpu")
-        self.progress, self.desc, self.on_step = progress, desc, on_step
-        self.calib = calibration_patches(sampler, config.calib_patches)
+        self.progress = bool(progress)
+        self.desc = progress if isinstance(progress, str) else "train"
+        self.on_step = on_step
+        self.calib = calibration_patches(data.sampler, config.calib_patches)
 
     # ------------------------------------------------------------------ checkpoint
     def _load(self) -> dict | None:
@@ -351,9 +353,10 @@ class Trainer:
                     )
                 loss_ema = value if loss_ema is None else 0.95 * loss_ema + 0.05 * value
                 done = step + 1
+                measured = None
                 if done % val_every == 0 or done == total:
                     net.eval()
-                    last_val = monitor_psnr(net, self.monitor, self.device, fq)
+                    last_val = measured = monitor_psnr(net, self.monitor, self.device, fq)
                     book["history"].append({"phase": phase, "step": done, "loss": round(loss_ema, 6), "val_psnr": round(last_val, 4)})
                 if done % cfg.checkpoint_every == 0 and done < total:
                     _save(self.checkpoint, self._state(phase, done, opt, book))
@@ -363,7 +366,7 @@ class Trainer:
                     text += f" · val {last_val:.2f} dB"
                 bar.set_postfix_str(text, refresh=False)
                 if self.on_step is not None:
-                    self.on_step(phase, done)
+                    self.on_step(phase, done, measured)
         finally:
             bar.close()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from oplat.errors import OplatError, OplatRuntimeError
 
-__all__ = ["TORCH_HINT", "TrainOptions", "TrainResult", "require_torch", "run_training"]
+__all__ = ["TORCH_HINT", "TrainOptions", "TrainResult", "require_torch", "run_fingerprint", "run_training", "torch_device"]
 
 #: How to get the extra: its CPU build on a machine without a GPU (the default PyPI torch
 #: wheel for Linux brings several GB of CUDA libraries).
@@ -103,7 +103,8 @@ class _DirLock:
             os.close(self.fd)
 
 
-def _torch_device(choice: str):
+def torch_device(choice: str):
+    """The torch device of ``--torch-device`` (auto: a CUDA GPU when torch sees one)."""
     import torch
 
     if choice not in ("auto", "cpu", "cuda"):
@@ -116,106 +117,145 @@ def _torch_device(choice: str):
     return torch.device(choice)
 
 
-def run_training(opts: TrainOptions) -> TrainResult:
-    """Train ``opts.arch``, emit best.onnx / best.int8.onnx (/ best.qat.int8.onnx) and
-    train.json / train.md in ``<results>/train/<name>/``; resumes a killed run."""
-    require_torch()
-    import onnxruntime
-    import torch
+def _train_config(opts: TrainOptions):
+    from oplat.train.loop import TrainConfig
 
-    import oplat
-    from oplat.arch import describe, macs, params
-    from oplat.paths import check_plain_name
-    from oplat.train.data import RESAMPLER, ImageSet, PatchSampler, resolve_data
-    from oplat.train.loop import CHECKPOINT, TrainConfig, Trainer, calibration_patches, emit_and_measure
-    from oplat.train.onnxio import ARCH_KEY, arch_to_json, load_arch
-    from oplat.train.report import summary_figures, write_report
-    from oplat.train.torchnet import ArchNet
-
-    started = time.perf_counter()
-    arch, default_name = load_arch(opts.arch)
-    name = check_plain_name(opts.name or default_name, what="--name")
     qat_steps = 0
     if opts.qat:
         qat_steps = opts.qat_steps if opts.qat_steps is not None else max(20, opts.steps // 5)
     elif opts.qat_steps:
         raise OplatError("--qat-steps needs --qat")
-    cfg = TrainConfig(steps=opts.steps, batch=opts.batch, patch=opts.patch, lr=opts.lr, lr_min=min(1e-5, opts.lr / 10),
-                      seed=opts.seed, qat_steps=qat_steps, qat_lr=opts.lr / 10, val_every=opts.val_every,
-                      checkpoint_every=opts.checkpoint_every)
-    train_paths, val_paths, data_text = resolve_data(opts.data, opts.val)
+    return TrainConfig(steps=opts.steps, batch=opts.batch, patch=opts.patch, lr=opts.lr, lr_min=min(1e-5, opts.lr / 10),
+                       seed=opts.seed, qat_steps=qat_steps, qat_lr=opts.lr / 10, val_every=opts.val_every,
+                       checkpoint_every=opts.checkpoint_every)
+
+
+def _out_dir(opts: TrainOptions, default_name: str) -> tuple[str, Path]:
+    from oplat.paths import check_plain_name
+
+    name = check_plain_name(opts.name or default_name, what="--name")
     out_dir = Path(opts.results) / "train" / name
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OplatRuntimeError(f"cannot create {out_dir}: {exc.strerror}") from None
+    return name, out_dir
+
+
+def run_fingerprint(arch, data, cfg) -> dict:
+    """What names a training run in its checkpoint: another value is refused on resume."""
+    from oplat.train.onnxio import arch_to_json
+
+    return {
+        "arch": arch_to_json(arch),
+        "train": [f"{p.name}:{p.stat().st_size}" for p in data.train_paths],
+        "val": [p.name for p in data.val_paths],
+        **cfg.result_settings(),
+    }
+
+
+def run_training(opts: TrainOptions) -> TrainResult:
+    """Train ``opts.arch``, emit best.onnx / best.int8.onnx (/ best.qat.int8.onnx) and
+    train.json / train.md in ``<results>/train/<name>/``; resumes a killed run."""
+    require_torch()
+    import torch
+
+    import oplat
+    from oplat.arch import describe
+    from oplat.train.data import TrainData
+    from oplat.train.loop import CHECKPOINT, Trainer, calibration_patches, emit_and_measure
+    from oplat.train.onnxio import ARCH_KEY, arch_to_json, load_arch
+    from oplat.train.report import write_report
+    from oplat.train.torchnet import ArchNet
+
+    started = time.perf_counter()
+    arch, default_name = load_arch(opts.arch)
+    cfg = _train_config(opts)
+    data = TrainData.load(opts.data, opts.val, scale=arch.scale, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed,
+                          monitor_images=cfg.monitor_images)
+    name, out_dir = _out_dir(opts, default_name)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    device = _torch_device(opts.torch_device)
+    device = torch_device(opts.torch_device)
 
     with _DirLock(out_dir):
         ckpt = out_dir / CHECKPOINT
         if opts.fresh and ckpt.exists():
             ckpt.unlink()
-        sampler = PatchSampler(train_paths, scale=arch.scale, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed)
-        val = ImageSet.load(val_paths, arch.scale)
-        monitor = val.subset(cfg.monitor_images)
-        fingerprint = {
-            "arch": arch_to_json(arch),
-            "train": [f"{p.name}:{p.stat().st_size}" for p in train_paths],
-            "val": [p.name for p in val_paths],
-            **cfg.result_settings(),
-        }
         net = ArchNet.from_arch(arch, seed=cfg.seed)
-        trainer = Trainer(net, sampler, monitor, cfg, ckpt, fingerprint=fingerprint, device=device,
-                          progress=opts.progress, desc=name)
+        trainer = Trainer(net, data, cfg, ckpt, fingerprint=run_fingerprint(arch, data, cfg), device=device,
+                          progress=name if opts.progress else False)
         outcome = trainer.run()
         meta = {
             "oplat.version": oplat.__version__,
             ARCH_KEY: arch_to_json(arch),
             "oplat.arch_description": describe(arch),
-            "oplat.train": f"{cfg.steps} steps (+{cfg.qat_steps} QAT) on {data_text}",
+            "oplat.train": f"{cfg.steps} steps (+{cfg.qat_steps} QAT) on {data.text}",
         }
-        results = emit_and_measure(net, outcome, calibration_patches(sampler, cfg.calib_patches), val, out_dir,
+        results = emit_and_measure(net, outcome, calibration_patches(data.sampler, cfg.calib_patches), data.val, out_dir,
                                    metadata=meta, threads=opts.threads)
         files = {k: out_dir / r.file for k, r in results.items() if r.file}
-        res_json = {k: r.to_json() for k, r in results.items()}
-        report = {
-            "oplat_version": oplat.__version__,
-            "name": name,
-            "arch": asdict(arch),
-            "arch_description": describe(arch),
-            "params": params(arch),
-            "macs": macs(arch),
-            "data": {
-                "description": data_text,
-                "train": [p.name for p in train_paths],
-                "val": list(val.names),
-                "lr_resampler": RESAMPLER,
-            },
-            "settings": {**cfg.result_settings(), "val_every": cfg.val_interval, "checkpoint_every": cfg.checkpoint_every},
-            "device": f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device),
-            "torch": torch.__version__,
-            "measured_with": (
-                f"the emitted ONNX files in ONNX Runtime {onnxruntime.__version__} (CPU EP, exact int8: "
-                "session.x64quantprecision=1), whole validation images, input size freed"
-            ),
-            "metrics": "PSNR and SSIM on Y (BT.601, [16, 235]), border of ×scale pixels cropped, outputs clipped and "
-                       "rounded to 8 bits; mean over images",
-            "monitor": f"first {len(monitor)} validation image(s)",
-            "results": res_json,
-            "summary": summary_figures(res_json),
-            "timing": {
-                "seconds_per_step": outcome.seconds_per_step,
-                "seconds_per_qat_step": outcome.seconds_per_qat_step,
-                "train_seconds": outcome.train_seconds,
-                "qat_seconds": outcome.qat_seconds,
-                "wall_seconds": time.perf_counter() - started,
-            },
-            "resumed_from": [list(r) for r in outcome.resumed_from],
-            "history": outcome.history,
-            "files": {k: p.name for k, p in files.items()},
-        }
+        report = _report(_Run(name, arch, data, cfg, device, started), results, outcome, files)
         write_report(out_dir, report)
         files["report"] = out_dir / "train.md"
     return TrainResult(out_dir, report, files)
+
+
+@dataclass(frozen=True)
+class _Run:
+    name: str
+    arch: object
+    data: object
+    cfg: object
+    device: object
+    started: float
+
+
+def _report(run: _Run, results: dict, outcome, files: dict) -> dict:
+    """train.json's content."""
+    name, arch, data, cfg, device, started = run.name, run.arch, run.data, run.cfg, run.device, run.started
+    import onnxruntime
+    import torch
+
+    import oplat
+    from oplat.arch import describe, macs, params
+    from oplat.train.data import RESAMPLER
+    from oplat.train.report import summary_figures
+
+    res_json = {k: r.to_json() for k, r in results.items()}
+    return {
+        "oplat_version": oplat.__version__,
+        "name": name,
+        "arch": asdict(arch),
+        "arch_description": describe(arch),
+        "params": params(arch),
+        "macs": macs(arch),
+        "data": {
+            "description": data.text,
+            "train": [p.name for p in data.train_paths],
+            "val": list(data.val.names),
+            "lr_resampler": RESAMPLER,
+        },
+        "settings": {**cfg.result_settings(), "val_every": cfg.val_interval, "checkpoint_every": cfg.checkpoint_every},
+        "device": f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device),
+        "torch": torch.__version__,
+        "measured_with": (
+            f"the emitted ONNX files in ONNX Runtime {onnxruntime.__version__} (CPU EP, exact int8: "
+            "session.x64quantprecision=1), whole validation images, input size freed"
+        ),
+        "metrics": "PSNR and SSIM on Y (BT.601, [16, 235]), border of ×scale pixels cropped, outputs clipped and "
+                   "rounded to 8 bits; mean over images",
+        "monitor": f"first {len(data.monitor)} validation image(s)",
+        "results": res_json,
+        "summary": summary_figures(res_json),
+        "timing": {
+            "seconds_per_step": outcome.seconds_per_step,
+            "seconds_per_qat_step": outcome.seconds_per_qat_step,
+            "train_seconds": outcome.train_seconds,
+            "qat_seconds": outcome.qat_seconds,
+            "wall_seconds": time.perf_counter() - started,
+        },
+        "resumed_from": [list(r) for r in outcome.resumed_from],
+        "history": outcome.history,
+        "files": {k: p.name for k, p in files.items()},
+    }
