@@ -53,7 +53,6 @@ DESCRIPTIONS = {
 
 def feature_net_class():
     """The feature-space-residual variant (needs torch, so built on demand)."""
-    import torch.nn.functional as F
     from onnx import helper
 
     from oplat.train.torchnet import ArchNet, depth_to_space_dcr
@@ -77,18 +76,10 @@ def feature_net_class():
             q = quant.act if quant is not None else (lambda name, t: t)
             x = q("x", x)
             cur, cur_name, first = x, "x", None
-            for i, (conv, (w, b)) in enumerate(zip(self.graph_convs, self.graph_weights(), strict=True)):
+            for i, weights in enumerate(self.graph_weights()):
                 if i == self.skip_to:
                     cur, cur_name = q("feature_sum", cur + first), "feature_sum"
-                if quant is not None:
-                    w, w_scale = quant.weight(w)
-                    b = quant.bias(b, quant.scale(cur_name) * w_scale)
-                y = F.conv2d(cur, w, b, padding=conv.kernel // 2)
-                name = f"conv{i}"
-                if conv.act == "relu":
-                    y = F.relu(y)
-                    name = f"relu{i}"
-                cur, cur_name = q(name, y), name
+                cur, cur_name = self.apply_conv(i, weights, cur, cur_name, quant)
                 if i == 0:
                     first = cur
             cur = q("y", depth_to_space_dcr(cur, s))

@@ -157,21 +157,30 @@ class ArchNet(nn.Module):
                 self.biases[i].copy_(torch.from_numpy(np.array(b[: p.shape[0]], dtype=np.float32)))
 
     # ------------------------------------------------------------------ forward
+    def apply_conv(self, i: int, weights: tuple[torch.Tensor, torch.Tensor], cur: torch.Tensor, cur_name: str,
+                   quant: FakeQuant | None) -> tuple[torch.Tensor, str]:
+        """The graph's conv ``i`` (and its ReLU) on ``cur``, fake-quantized like the QDQ
+        graph when ``quant`` is given (``cur_name``: the tensor's name in that graph);
+        (the output, its name)."""
+        conv = self.graph_convs[i]
+        w, b = weights
+        if quant is not None:
+            w, w_scale = quant.weight(w)
+            b = quant.bias(b, quant.scale(cur_name) * w_scale)
+        y = F.conv2d(cur, w, b, padding=conv.kernel // 2)
+        name = f"conv{i}"
+        if conv.act == "relu":
+            y = F.relu(y)
+            name = f"relu{i}"
+        return (quant.act(name, y) if quant is not None else y), name
+
     def forward(self, x: torch.Tensor, quant: FakeQuant | None = None) -> torch.Tensor:
         s = self.arch.scale
         q = quant.act if quant is not None else (lambda name, t: t)
         x = q("x", x)
         cur, cur_name = x, "x"
-        for i, (conv, (w, b)) in enumerate(zip(self.graph_convs, self.graph_weights(), strict=True)):
-            if quant is not None:
-                w, w_scale = quant.weight(w)
-                b = quant.bias(b, quant.scale(cur_name) * w_scale)
-            y = F.conv2d(cur, w, b, padding=conv.kernel // 2)
-            name = f"conv{i}"
-            if conv.act == "relu":
-                y = F.relu(y)
-                name = f"relu{i}"
-            cur, cur_name = q(name, y), name
+        for i, weights in enumerate(self.graph_weights()):
+            cur, cur_name = self.apply_conv(i, weights, cur, cur_name, quant)
         if self.arch.residual == "anchor":
             anchor = q("anchor", x.repeat(1, s * s, 1, 1))
             cur = q("residual_sum", cur + anchor)
