@@ -33,11 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,118 +122,17 @@ def build_networks(out_dir: Path, sizes: dict, only: list[str] | None) -> list[N
 
 
 # ---------------------------------------------------------------------------- kernel types
-_SUFFIX = re.compile(r"(_nchwc|_token_\d+|/WithoutBiases|_\d+)$")  # ORT's and OpenVINO's renamings
-
-
-def _owner_of(name: str, owner: dict):
-    for _ in range(6):
-        if name in owner:
-            return owner[name]
-        stripped = _SUFFIX.sub("", name)
-        if stripped == name:
-            return None
-        name = stripped
-    return None
-
-
-def kernel_type(spec, net_precision: str) -> str:
-    kind = getattr(spec, "kind", None) or spec.op
-    return kind if spec.precision == net_precision else f"{kind} ({spec.precision})"
-
-
-#: Runtime node types that are a convolution / matrix product (what a Mul or Add the runtime
-#: fused into its producer shows up as, under the fused op's name).
-_CONV_RUNTIME_OPS = {"Conv", "FusedConv", "NhwcFusedConv", "QLinearConv", "Convolution", "GroupConvolution", "ConvTranspose",
-                     "Deconvolution", "GroupDeconvolution", "MatMul", "FullyConnected", "Gemm", "FusedGemm"}
-
-
-#: Runtime node types -> the ONNX op they run (for nodes whose names are the runtime's own).
-_RUNTIME_FAMILY = {"ConvolutionBackpropData": "ConvTranspose", "GroupConvolutionBackpropData": "ConvTranspose",
-                   "Deconvolution": "ConvTranspose", "Interpolate": "Resize", "FullyConnected": "Gemm",
-                   "LRN": "LRN", "Lrn": "LRN", "SoftMax": "Softmax", "Softmax": "Softmax", "Pooling": "MaxPool"}
-#: Built-in families -> the ONNX op they are.
-_SPEC_FAMILY = {"conv": "Conv", "conv+relu": "Conv", "resize": "Resize", "add": "Add", "concat": "Concat",
-                "relu": "Relu", "clip": "Clip", "depth_to_space": "DepthToSpace"}
-
-
-def _conv_like(spec) -> bool:
-    return spec.op in ("conv", "conv+relu") or any(o in ("Conv", "ConvTranspose", "Gemm", "MatMul") for o in getattr(spec, "ops", ()))
-
-
 def split_by_type(pred, profile, measured_ms: float, precision: str) -> dict[str, list[float]]:
     """type -> [predicted compute ms, measured ms]: the network's measured wall time split by
-    the profiled share of each kernel type (as ``oplat validate``'s kernel errors).
+    the profiled share of each kernel type (:func:`oplat.attribution.attribute_profile`, as
+    ``oplat validate``'s kernel errors)."""
+    from oplat.attribution import attribute_profile
 
-    A runtime names a fused node after the last op it absorbed (ORT's Conv+Mul+Add is one
-    Conv node named after the Mul): a conv-type profile node whose name belongs to a
-    kernel that is no conv is the conv upstream of it, and counts as that conv's type (the
-    absorbed op's type then shows its predicted time against nothing measured)."""
-    costs = list(pred.kernels)
-    owner: dict[str, int] = {}
-    producer: dict[str, int] = {}
-    out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for i, cost in enumerate(costs):
-        out[kernel_type(cost.kernel.spec, precision)][0] += cost.compute_ms
-        for node in (*cost.kernel.nodes, *cost.kernel.members):
-            owner.setdefault(node, i)
-        for t in cost.kernel.outputs:
-            producer[t] = i
-    for i, cost in enumerate(costs):  # a folded-away node's name lives on as its output (ORT names the fused node so)
-        for t in cost.kernel.outputs:
-            owner.setdefault(t, i)
+    out = attribute_profile(pred, profile, precision)
     if profile is None:
-        return dict(out)
-
-    def upstream_conv(i: int) -> int:
-        seen, frontier = {i}, [i]
-        for _ in range(4):
-            nxt = []
-            for j in frontier:
-                for t in costs[j].kernel.inputs:
-                    p = producer.get(t)
-                    if p is None or p in seen:
-                        continue
-                    if _conv_like(costs[p].kernel.spec):
-                        return p
-                    seen.add(p)
-                    nxt.append(p)
-            frontier = nxt
-        return i
-
-    # a node renamed beyond recognition (OpenVINO's ConvolutionBackpropData_11601): the kernel
-    # of its ONNX family, where the network has kernels of one type of that family only
-    families: dict[str, set[str]] = defaultdict(set)
-    first_of: dict[tuple[str, str], int] = {}
-    for i, cost in enumerate(costs):
-        spec = cost.kernel.spec
-        for family in {_SPEC_FAMILY.get(spec.op, spec.op), *getattr(spec, "ops", ())}:
-            families[family].add(kernel_type(spec, precision))
-            first_of.setdefault((family, kernel_type(spec, precision)), i)
-    by_family = {f: first_of[(f, next(iter(kinds)))] for f, kinds in families.items() if len(kinds) == 1}
-    found = [None if n["layout"] else _owner_of(n["name"], owner) for n in profile.nodes]
-    # a conv the runtime renamed (OpenVINO's Multiply_13485: a conv with the Mul folded in) is
-    # the first conv kernel, in graph order, that no profiled node is named after
-    unseen = sorted({i for i, c in enumerate(costs) if _conv_like(c.kernel.spec)} - set(found))
-    profiled: dict[str, float] = defaultdict(float)
-    for node, i in zip(profile.nodes, found):
-        if node["layout"]:
-            kind = "(layout)"
-        else:
-            if i is None:
-                i = by_family.get(_RUNTIME_FAMILY.get(node["op_type"]))
-            if i is None and node["op_type"] in _CONV_RUNTIME_OPS and unseen:
-                i = unseen.pop(0)
-            if i is None:
-                kind = "(unattributed)"
-            else:
-                if node["op_type"] in _CONV_RUNTIME_OPS and not _conv_like(costs[i].kernel.spec):
-                    i = upstream_conv(i)
-                kind = kernel_type(costs[i].kernel.spec, precision)
-        profiled[kind] += node["median_ms"]
-    total = sum(profiled.values())
-    for kind, ms in profiled.items():
-        out[kind][1] += measured_ms * ms / total if total else 0.0
-    return {k: [round(v[0], 4), round(v[1], 4)] for k, v in out.items()}
+        return out
+    total = sum(m for _, m in out.values())
+    return {k: [round(p, 4), round(measured_ms * m / total if total else 0.0, 4)] for k, (p, m) in out.items()}
 
 
 def largest(by_type: dict) -> tuple[str, float, float] | None:

@@ -11,7 +11,6 @@ per-node profile of each whole network, where it has one).
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from oplat.attribution import attribute_profile
 from oplat.options import configured
 from oplat.devices import Device
 from oplat.errors import OplatError
@@ -93,31 +93,18 @@ class NetworkResult:
         return 100.0 * (self.predicted_ms - self.measured_ms) / self.measured_ms
 
 
-_SUFFIX = re.compile(r"((_nchwc|_token_\d+)+|/WithoutBiases)$")  # ORT's and OpenVINO's renamings
-
-
-def _kind(spec) -> str:
-    """A kernel's type for per-type errors: the built-in family's op, or a node kernel's op
-    types (``PRelu``, ``Conv+LeakyRelu``) rather than every node kernel lumped as ``onnx``."""
-    return getattr(spec, "kind", spec.op)
-
-
 def _by_kernel_type(pred: Prediction, profile) -> dict:
-    """Per op type: (predicted compute ms, profiled ms in the whole network)."""
-    owner = {}
-    for cost in pred.kernels:
-        for node in cost.kernel.nodes:
-            owner[node] = _kind(cost.kernel.spec)
-    out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for cost in pred.kernels:
-        out[_kind(cost.kernel.spec)][0] += cost.compute_ms
+    """Per kernel type (:func:`oplat.attribution.kernel_type`): (predicted compute ms,
+    profiled ms in the whole network); reorders and nodes no kernel owns, with the
+    composition's boundary and constant terms, are ``(boundary)``."""
     if profile is None:
         return {}
-    for node in profile.nodes:
-        op = None if node["layout"] else owner.get(_SUFFIX.sub("", node["name"]))
-        out[op or "(boundary)"][1] += node["median_ms"]
+    out = attribute_profile(pred, profile, pred.net.precision)
+    boundary = out.setdefault("(boundary)", [0.0, 0.0])
+    for other in ("(layout)", "(unattributed)"):
+        boundary[1] += out.pop(other, [0.0, 0.0])[1]
     comp = pred.composition
-    out["(boundary)"][0] += comp.total(pred.features) - comp.compute * pred.compute_ms
+    boundary[0] += comp.total(pred.features) - comp.compute * pred.compute_ms
     return {k: (round(v[0], 4), round(v[1], 4)) for k, v in out.items()}
 
 

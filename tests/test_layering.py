@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "operations",
         ("oplat.table", "oplat.measure", "oplat.predict", "oplat.fusion", "oplat.validate", "oplat.export",
-         "oplat.extract"),
+         "oplat.extract", "oplat.attribution"),
     ),
     # services and presentation built on the operations; the search package (config, proxy,
     # pricing, storage, study, select, emit, result, run) and its report (oplat.report.search,
