@@ -130,7 +130,7 @@ def test_emitted_files_are_trained_and_give_the_reported_psnr(searched, small_da
     for figure in (q["bicubic"]["psnr"], q["fp32"]["psnr"], q["int8"]["psnr"]):
         assert f"{figure:.2f}" in report
     assert "**trained** 30 steps" in report and "measured from disk" in report
-    assert (result.out_dir / "train" / f"trial-{result.trial_number}" / "checkpoint.pt").exists()
+    assert (result.out_dir / "train" / f"trial-{result.trial_number}-30steps" / "checkpoint.pt").exists()
     assert "PSNR-Y FP32" in result.summary()
 
 
@@ -256,3 +256,53 @@ def test_cli_help_defaults_match_the_objective():
     for figure in (f"(default: {d.trial_steps})", f"(default: {d.steps})", f"(default: {d.batch})",
                    f"(default: {d.patch})", f"(default: {d.lr:g})", f"(default: {d.pruner})"):
         assert figure in text, figure
+
+
+@needs_train
+def test_with_a_device_the_trained_files_are_measured(tmp_path, space, budget_ms, small_data):
+    """With a device: candidates are measured (untrained: the same graphs) to pick one
+    under the budget, then the emitted trained files are measured again and reported."""
+    from oplat.devices import get_device
+    from oplat.search.emit import PRECISIONS_FILE_ORDER
+
+    calls = []
+
+    def fake_measure(model, device, policy):
+        calls.append(model)
+        over = len(calls) == 1  # the top-ranked network measures over the budget
+        ms = budget_ms * (1.5 if over else 0.5) + len(calls) * 1e-3
+        return {"median_ms": ms, "p10_ms": ms * 0.9, "p90_ms": ms * 1.1, "noisy": False}
+
+    table = write_table(tmp_path / "fake.jsonl", fake_rows(space))
+    r = run_search(space=space, predictor=Predictor(fake_rows(space), source=str(table)), budget_ms=budget_ms, trials=8,
+                   name="d", out_dir=tmp_path / "d", device=get_device("cpu"), table_path=table, progress=False,
+                   measure=fake_measure, objective=_objective(small_data, pruner="none"), seed=5)
+    assert r.substituted and "rank 2" in r.substituted and r.over_budget is False
+    assert len(calls) == 4  # two candidates of the budget precision, then the two trained files
+    trained = {prec: calls[2 + i] for i, prec in enumerate(PRECISIONS_FILE_ORDER)}
+    assert r.measured_fp32["median_ms"] == pytest.approx(budget_ms * 0.5 + 3e-3)
+    assert r.measured_int8["median_ms"] == pytest.approx(budget_ms * 0.5 + 4e-3)
+    # what was measured is what was written: the emitted files hold the trained weights
+    for prec, path in (("fp32", r.best_onnx), ("int8", r.best_int8_onnx)):
+        written = {i.name: i.raw_data for i in onnx.load(str(path)).graph.initializer}
+        measured = {i.name: i.raw_data for i in trained[prec].graph.initializer}
+        assert written == measured, prec
+    assert {i.name: i.raw_data for i in calls[1].graph.initializer} != {
+        i.name: i.raw_data for i in trained["int8"].graph.initializer}  # not the placeholder weights
+    assert "placeholder weights: the same graphs" in r.report.read_text(encoding="utf-8")
+
+
+@needs_train
+def test_pareto_psnr_search_is_not_pruned(tmp_path, space, budget_ms, small_data):
+    """Two objectives (latency, INT8 PSNR) with NSGA-II: Optuna prunes single-objective
+    studies only, so every feasible trial is trained to the end, and the report says so."""
+    r = run_search(space=space, predictor=Predictor(fake_rows(space), source="fake.jsonl"), budget_ms=budget_ms,
+                   trials=5, name="pp", out_dir=tmp_path / "pp", pareto=True, progress=False,
+                   objective=_objective(small_data, trial_steps=6, steps=6))
+    study = _study(r)
+    assert study.metric_names == ["predicted int8 ms", "INT8 PSNR-Y dB after 6 steps"]
+    assert not [t for t in study.trials if t.state == TrialState.PRUNED]
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE and t.user_attrs["feasible"]:
+            assert t.values == [t.user_attrs["predicted_ms"], t.user_attrs["int8_psnr"]]
+    assert "pruner: none (a Pareto study" in r.report.read_text(encoding="utf-8")

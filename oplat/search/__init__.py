@@ -3,9 +3,11 @@
 Each Optuna trial picks a network from a :class:`~oplat.space.SearchSpace`
 (:func:`~oplat.space.arch_from_trial`), predicts its latency from the latency table
 (:class:`~oplat.predict.Predictor`) and scores its quality with a **capacity proxy (not
-PSNR)**. Latency ≤ budget is an Optuna constraint, so infeasible trials stay in the study
-and the sampler learns from them. The winner is emitted as FP32 and QDQ INT8 ONNX (and
-``.tflite``) with a report.
+PSNR)** or, with a :class:`~oplat.search.trained.PsnrObjective`, by the measured PSNR of
+its own ONNX file after a short training (pruned early when its curve is poor). Latency
+≤ budget is an Optuna constraint, so infeasible trials stay in the study and the sampler
+learns from them. The winner is emitted as FP32 and QDQ INT8 ONNX (and ``.tflite``) with
+a report and a review page.
 
 One concern per module:
 
@@ -17,11 +19,13 @@ One concern per module:
   :func:`mask_password` (the one place a storage password is hidden), :func:`dashboard_command`;
 - :mod:`~oplat.search.study` — the Optuna study: sampler, constraint, resume checks, Ctrl-C;
 - :mod:`~oplat.search.select` — pure: candidates, feasible set, Pareto front, the winner;
+- :mod:`~oplat.search.trained` — the psnr objective: trials trained and measured, the
+  pruner, the winner's full training (torch imported only when it runs);
 - :mod:`~oplat.search.emit` — the emitted files, checked; the measured-substitution rule;
 - :mod:`~oplat.search.result` — :class:`SearchResult`;
 - :mod:`~oplat.search.run` — :func:`run_search` and :func:`search_throughput`.
 
-``report.md`` and ``pareto.csv`` are rendered by :mod:`oplat.report.search`.
+``report.md``, ``report.html`` and ``pareto.csv`` are rendered by :mod:`oplat.report.search`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from oplat.search.result import SearchResult
 from oplat.search.run import run_search, search_throughput
 from oplat.search.select import Candidate
 from oplat.search.storage import FolderLock, check_storage, dashboard_command, mask_password
+from oplat.search.trained import PsnrObjective
 
 __all__ = [
     "MAX_TFLITE_STEPS",
@@ -51,6 +56,7 @@ __all__ = [
     "FolderLock",
     "MeasureFn",
     "Prices",
+    "PsnrObjective",
     "SearchConfig",
     "SearchResult",
     "arch_from_values",

@@ -334,7 +334,9 @@ def _trained(config: SearchConfig, scorer, picked: _Picked, stat: str) -> tuple[
     """The psnr search: train the chosen network in full and take its models (with a
     device, measured again: the emitted files are these)."""
     chosen = picked.chosen
-    winner = scorer.train_winner(chosen.arch, config.out_dir / "train" / f"trial-{chosen.number}", progress=config.progress)
+    # one folder per (network, step budget): another --steps trains anew instead of refusing the checkpoint
+    folder = config.out_dir / "train" / f"trial-{chosen.number}-{config.objective.steps}steps"
+    winner = scorer.train_winner(chosen.arch, folder, progress=config.progress)
     models = (winner.fp32, winner.int8)
     if config.device is None:
         return replace(picked, models=models), winner

@@ -3,8 +3,11 @@ its latency constraint, and Ctrl-C.
 
 Each trial picks a network from a :class:`~oplat.space.SearchSpace`
 (:func:`~oplat.space.arch_from_trial`), predicts its latency (:class:`~oplat.search.pricing.Prices`)
-and scores its quality (:func:`~oplat.search.proxy.quality_proxy`). Latency ≤ budget is an
-Optuna constraint, so infeasible trials stay in the study and the sampler learns from them.
+and scores its quality (:func:`~oplat.search.proxy.quality_proxy`, or — the psnr
+objective — a feasible network is trained and its ONNX files measured by
+:class:`~oplat.search.trained.TrialScorer`, which reports the monitor PSNR to the
+study's pruner). Latency ≤ budget is an Optuna constraint, so infeasible trials stay in
+the study and the sampler learns from them; the psnr objective never trains them.
 
 Resuming and workers: ``trials`` is the total of finished trials the study should reach,
 across every worker, so a resumed search runs only the missing ones and two workers started

@@ -14,7 +14,7 @@ network the budget constrains (INT8 by default); FP32 PSNR, INT8 PSNR and the IN
 are the trial's user attributes (``fp32_psnr``, ``int8_psnr``, ``int8_drop_db``).
 
 The winner is then trained for :attr:`PsnrObjective.steps` in
-``<out_dir>/train/trial-<n>/`` (checkpointed, so a killed emission resumes there; workers
+``<out_dir>/train/trial-<n>-<steps>steps/`` (checkpointed, so a killed emission resumes there; workers
 that share the folder take turns on its lock and the second finds the run done), and the
 emitted ``best.onnx`` / ``best.int8.onnx`` hold those weights; the report's PSNRs are
 measured from the files as written.
