@@ -120,8 +120,28 @@ def _family(spec: OpSpec) -> tuple:
             spec.arity if spec.op == "concat" else None, aligned)
 
 
-def _work(spec: OpSpec) -> float:
-    return float(spec.macs or spec.elements_moved)
+#: Channel tiles a runtime may pad a convolution's channels to (vector lanes, blocked
+#: layouts: XNNPACK's and ORT's NCHWc blocks); 1 is no padding.
+_TILES = (1, 4, 8, 16, 32)
+#: A family's tile other than 1 is taken only when it lowers the family's leave-one-out
+#: error (median |log| of estimate / row) to this share of the untiled error or less.
+_TILE_GAIN = 0.8
+#: Fewest rows of a family for a tile to be inferred from them.
+_TILE_MIN_ROWS = 6
+
+
+def _padded(c: int, tile: int) -> int:
+    return -(-c // tile) * tile
+
+
+def _work(spec: OpSpec, tile: int = 1) -> float:
+    """The work a row's time is scaled by: MACs (elements moved for data ops); with a
+    channel ``tile``, a conv's MACs at its output channels padded to it (a 36-channel conv
+    on 16-lane vectors does the work of a 48-channel one)."""
+    work = float(spec.macs or spec.elements_moved)
+    if tile > 1 and spec.macs and spec.op in ("conv", "conv+relu"):
+        work *= _padded(spec.c_out, tile) / spec.c_out
+    return work
 
 
 def _position(spec: OpSpec) -> np.ndarray:
@@ -189,6 +209,7 @@ class Predictor:
         #: (first, last) time the table's rows were measured, for provenance lines.
         self.measured_between = measured_between
         self._families: dict[tuple, list[tuple[OpSpec, Row]]] = {}
+        self._tiles: dict[tuple, int] = {}  # conv family keys -> their inferred channel tile (see _tile)
         for row in self.rows.values():
             if isinstance(row.spec, OpSpec):  # node kernels are priced by exact signature only
                 self._families.setdefault(_family(row.spec), []).append((row.spec, row))
@@ -257,9 +278,9 @@ class Predictor:
         if isinstance(spec, NodeSpec):  # any other op: priced by its exact signature only
             failed = self.failed.get(spec.key)
             raise _Missing(f"its row says {failed.status}: {failed.message}" if failed else "no row of this exact kernel")
-        family = self._families.get(_family(spec), [])
-        for twin in spec.twins:
-            family = family or self._families.get(_family(twin), [])
+        # twins time the same kernel (INT8 conv and conv+relu): their rows are one family
+        keys = tuple(dict.fromkeys(_family(s) for s in (spec, *spec.twins)))
+        family = [entry for key in keys for entry in self._families.get(key, [])]
         if not family:
             failed = [r for r in self.failed.values() if isinstance(r.spec, OpSpec) and _family(r.spec) == _family(spec)]
             why = f" (its rows say {failed[0].status}: {failed[0].message})" if failed else ""
@@ -267,25 +288,60 @@ class Predictor:
                 f"no {spec.precision} {_family_name(spec)} rows{why}; add an [[entry]] with "
                 f"{entry_text(spec)} to the op set"
             )
-        here = _position(spec)
-        dists = np.array([np.linalg.norm(_position(s) - here) for s, _ in family])
-        if dists.min() > _REFUSE_DISTANCE:
-            nearest = family[int(np.argmin(dists))][1].label
+        tile = self._tile(keys)
+        (compute, layout), order, nearest = self._neighbours(family, spec, tile)
+        if nearest > _REFUSE_DISTANCE:
+            closest = family[order[0]][1].label
             raise _Missing(
-                f"the nearest measured row ({nearest}) is {2 ** dists.min():.1f}× away, too far to extrapolate; "
+                f"the nearest measured row ({closest}) is {2 ** nearest:.1f}× away, too far to extrapolate; "
                 f"add an [[entry]] with {entry_text(spec)} to the op set"
             )
+        basis = "from " + ", ".join(family[i][1].label for i in order)
+        if tile > 1:
+            basis += f" (channels padded to {tile}s)"
+        if nearest > _FLAG_DISTANCE:
+            basis += f" (EXTRAPOLATED: the nearest row is {2 ** nearest:.1f}× away)"
+        return KernelCost(kernel, compute, layout, "predicted", basis)
+
+    def _neighbours(self, family: list, spec: OpSpec, tile: int, skip: int | None = None):
+        """((compute ms, layout ms) of ``spec`` scaled from its nearest rows in ``family``
+        by work at channel ``tile``, the indices of those rows, the nearest distance);
+        ``skip``: a row left out (leave-one-out)."""
+        here = _position(spec)
+        dists = np.array([np.linalg.norm(_position(s) - here) for s, _ in family])
+        if skip is not None:
+            dists[skip] = np.inf
         order = np.argsort(dists)[:_NEIGHBOURS]
         weights = 1.0 / (dists[order] + 0.05)
-        per_work_c = np.array([self._times(family[i][1])[0] / _work(family[i][0]) for i in order])
-        per_work_l = np.array([self._times(family[i][1])[1] / _work(family[i][0]) for i in order])
-        work = _work(spec)
-        compute = float(np.dot(weights, per_work_c) / weights.sum() * work)
-        layout = float(np.dot(weights, per_work_l) / weights.sum() * work)
-        basis = "from " + ", ".join(family[i][1].label for i in order)
-        if dists.min() > _FLAG_DISTANCE:
-            basis += f" (EXTRAPOLATED: the nearest row is {2 ** dists.min():.1f}× away)"
-        return KernelCost(kernel, compute, layout, "predicted", basis)
+        per_work = np.array([np.array(self._times(family[i][1])) / _work(family[i][0], tile) for i in order])
+        times = weights @ per_work / weights.sum() * _work(spec, tile)
+        return (float(times[0]), float(times[1])), [int(i) for i in order], float(dists[order[0]])
+
+    def _tile(self, keys: tuple) -> int:
+        """The channel tile of a conv family (its ``keys``: the family and its twins'),
+        inferred from its own rows: the tile whose leave-one-out neighbour estimates are
+        closest to the rows (1 unless it clearly beats no padding; see :data:`_TILE_GAIN`)."""
+        if keys in self._tiles:
+            return self._tiles[keys]
+        family = [entry for key in keys for entry in self._families.get(key, [])]
+        tile = 1
+        if keys[0][0] in ("conv", "conv+relu") and len(family) >= _TILE_MIN_ROWS:
+            errors = {t: self._loo_error(family, t) for t in _TILES}
+            best = min(errors, key=lambda t: (errors[t], t))
+            if errors[best] <= _TILE_GAIN * errors[1]:
+                tile = best
+        self._tiles[keys] = tile
+        return tile
+
+    def _loo_error(self, family: list, tile: int) -> float:
+        """Median |log(estimate / row)| of each row of ``family`` priced from the others."""
+        errors = []
+        for i, (spec, row) in enumerate(family):
+            (compute, _), _, nearest = self._neighbours(family, spec, tile, skip=i)
+            actual = self._times(row)[0]
+            if nearest <= _FLAG_DISTANCE and compute > 0 and actual > 0:
+                errors.append(abs(math.log(compute / actual)))
+        return float(np.median(errors)) if errors else math.inf
 
     # ------------------------------------------------------------------ networks
     def predict(self, model_or_net) -> Prediction:

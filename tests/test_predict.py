@@ -364,3 +364,37 @@ def test_a_network_too_far_from_the_table_is_refused_not_priced(small_table):
     archs = sample_networks(far, 1, seed=0)
     ok, refused = _predictable(archs, Predictor.from_table(table), "fp32")
     assert ok == [] and len(refused) == 1 and "too far to extrapolate" in refused[0]["reason"]
+
+
+# ---------------------------------------------------------------------- channel tiles
+def _tiled_rows(tile: int) -> list[dict]:
+    """conv3x3+relu rows whose time is MACs with the output channels padded to ``tile``
+    (as a runtime with ``tile``-lane vectors runs them), on a grid of channel counts."""
+    from oplat.spec import OpSpec
+
+    rows = []
+    for c in (8, 16, 24, 32, 40, 48, 56, 64):
+        for c_out in (8, 16, 24, 32, 40, 48, 56, 64):
+            for h, w in ((90, 160), (180, 320)):
+                s = OpSpec("conv+relu", c=c, h=h, w=w, c_out=c_out, kernel=3, precision="fp32")
+                padded = -(-c_out // tile) * tile
+                rows.append({"schema_version": 1, "key": s.key, "spec": s.as_dict(), "label": s.label(), "status": "ok",
+                             "device": {"name": "fake"}, "median_ms": s.macs / c_out * padded / 1e9})
+    return rows
+
+
+@pytest.mark.parametrize("tile", [1, 16, 32])
+def test_channel_tile_is_inferred_from_the_table(tile):
+    """A conv family whose rows cost padded work reveals its tile: an off-grid 36- or
+    20-channel conv is priced at its padded work (a tile-less neighbour model misses them by
+    up to 15–25 %), and a family without padding keeps the plain per-MAC model."""
+    from oplat.graph import Kernel
+    from oplat.spec import OpSpec
+
+    predictor = Predictor(_tiled_rows(tile), source="fake")
+    for c_out in (20, 36, 60):
+        spec = OpSpec("conv+relu", c=32, h=120, w=240, c_out=c_out, kernel=3, precision="fp32")
+        cost = predictor.kernel_cost(Kernel(spec=spec, nodes=("conv",)))
+        truth = spec.macs / c_out * (-(-c_out // tile) * tile) / 1e9
+        assert cost.source == "predicted" and cost.compute_ms == pytest.approx(truth, rel=0.02), (c_out, cost.basis)
+        assert (f"padded to {tile}s" in cost.basis) == (tile > 1)
