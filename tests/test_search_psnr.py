@@ -132,6 +132,8 @@ def test_emitted_files_are_trained_and_give_the_reported_psnr(searched, small_da
     assert "**trained** 30 steps" in report and "measured from disk" in report
     assert (result.out_dir / "train" / f"trial-{result.trial_number}-30steps" / "checkpoint.pt").exists()
     assert "PSNR-Y FP32" in result.summary()
+    below = q["fp32"]["psnr"] < q["bicubic"]["psnr"]
+    assert ("below bicubic: train longer (--steps)" in result.summary()) == below
 
 
 @needs_train

@@ -133,4 +133,5 @@ class SearchResult:
         return (
             f"trained {q['steps']} steps: PSNR-Y FP32 {q['fp32']['psnr']:.2f} dB, INT8 {q['int8']['psnr']:.2f} dB "
             f"(drop {q['int8_drop_db']:.2f} dB; bicubic {q['bicubic']['psnr']:.2f} dB), measured from the files"
+            + (" — below bicubic: train longer (--steps)" if q["fp32"]["psnr"] < q["bicubic"]["psnr"] else "")
         )
