@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "foundation",
         ("oplat", "oplat.errors", "oplat.units", "oplat.spec", "oplat.nodespec", "oplat.records",
-         "oplat.limits", "oplat.fingerprint", "oplat.data", "oplat.paths", "oplat.progress", "oplat.options"),
+         "oplat.limits", "oplat.fingerprint", "oplat.data", "oplat.paths", "oplat.progress", "oplat.options", "oplat.locks"),
     ),
     # models and the one timing policy (and its wire form), no runtime
     (

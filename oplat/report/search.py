@@ -154,21 +154,30 @@ def _predicted(precision: str, emission: Emission) -> list[str]:
     return lines
 
 
+MEASURED_HEADERS = ["file", "precision", "median ms", "p10 ms", "p90 ms", "noisy"]
+
+
+def _measured_rows(emission: Emission) -> list[list[str]]:
+    """One row (:data:`MEASURED_HEADERS`) per emitted file measured on the device."""
+    return [
+        [file, prec, f"{m['median_ms']:.4g}", f"{m['p10_ms']:.4g}", f"{m['p90_ms']:.4g}", "yes" if m.get("noisy") else "no"]
+        for prec, file in _FILES if (m := emission.measured.get(prec))
+    ]
+
+
+def _budget_verdict(budget_ms: float, precision: str, emission: Emission) -> str:
+    if emission.over_budget:
+        return f"OVER BUDGET: the emitted network measured over the {budget_ms:g} ms {precision} budget."
+    return f"Within budget: measured {precision} median ≤ {budget_ms:g} ms."
+
+
 def _measured(budget_ms: float, precision: str, emission: Emission) -> list[str]:
     lines = ["## Measured latency", ""]
     measured = emission.measured
     if not any(measured.values()):
         return lines + ["Not measured (no device given).", ""]
-    rows = []
-    for prec, file in _FILES:
-        m = measured.get(prec)
-        if m:
-            rows.append([file, prec, f"{m['median_ms']:.4g}", f"{m['p10_ms']:.4g}", f"{m['p90_ms']:.4g}", "yes" if m.get("noisy") else "no"])
-    lines += [tabulate(rows, headers=["file", "precision", "median ms", "p10 ms", "p90 ms", "noisy"], tablefmt="github"), ""]
-    if emission.over_budget:
-        lines += [f"OVER BUDGET: the emitted network measured over the {budget_ms:g} ms {precision} budget.", ""]
-    else:
-        lines += [f"Within budget: measured {precision} median ≤ {budget_ms:g} ms.", ""]
+    lines += [tabulate(_measured_rows(emission), headers=MEASURED_HEADERS, tablefmt="github"), ""]
+    lines += [_budget_verdict(budget_ms, precision, emission), ""]
     if emission.substituted:
         lines += [emission.substituted, ""]
     if len(emission.tried) > 1 or emission.substituted:
@@ -274,16 +283,10 @@ def _measured_html(config: SearchConfig, emission: Emission) -> str:
 
     if not any(emission.measured.values()):
         return paragraphs(["Not measured (no device given): every latency on this page is PREDICTED."], cls="note")
-    rows = [
-        [file, prec, f"{m['median_ms']:.4g}", f"{m['p10_ms']:.4g}", f"{m['p90_ms']:.4g}", "yes" if m.get("noisy") else "no"]
-        for prec, file in _FILES if (m := emission.measured.get(prec))
-    ]
-    verdict = (f"OVER BUDGET: the emitted network measured over the {config.budget_ms:g} ms {config.precision} budget."
-               if emission.over_budget else f"Within budget: measured {config.precision} ≤ {config.budget_ms:g} ms.")
+    verdict = _budget_verdict(config.budget_ms, config.precision, emission)
     notes = [f"measured end to end on {emission.device_text}", verdict] + ([emission.substituted] if emission.substituted else [])
     return paragraphs(notes, cls="note") + html_table(
-        ["file", "precision", "median ms", "p10 ms", "p90 ms", "noisy"], rows,
-        align=["left", "left", "right", "right", "right", "left"],
+        MEASURED_HEADERS, _measured_rows(emission), align=["left", "left", "right", "right", "right", "left"],
     )
 
 

@@ -47,6 +47,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from oplat.errors import OplatError, warn
+from oplat.locks import Flock
 
 __all__ = [
     "HEARTBEAT_S",
@@ -137,38 +138,6 @@ def dashboard_command(storage: str | None, out_dir: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------- locks
-class _Flock:
-    """An ``flock`` on a file (released by the kernel when the process dies)."""
-
-    def __init__(self, path: Path, *, blocking: bool) -> None:
-        import fcntl
-
-        self._fcntl = fcntl
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        self._blocking = blocking
-
-    def acquire(self, *, shared: bool = False, blocking: bool | None = None) -> bool:
-        blocking = self._blocking if blocking is None else blocking
-        flags = (self._fcntl.LOCK_SH if shared else self._fcntl.LOCK_EX) | (0 if blocking else self._fcntl.LOCK_NB)
-        try:
-            self._fcntl.flock(self._fd, flags)
-        except BlockingIOError:
-            return False
-        return True
-
-    def release(self) -> None:
-        self._fcntl.flock(self._fd, self._fcntl.LOCK_UN)
-
-    def write_pid(self) -> None:
-        """Record this process in the lock file (for people looking; the lock is the flock)."""
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-
 class _FileStudyLock:
     """The study lock of a journal (the journal file) or an SQLite database (its folder):
     an exclusive ``flock`` for a moment."""
@@ -230,7 +199,7 @@ class _JournalWorkers:
     """``<journal>.flock``: held shared by every oplat worker on a journal while it runs."""
 
     def __init__(self, journal: Path) -> None:
-        self._lock = _Flock(Path(str(journal) + ".flock"), blocking=True)
+        self._lock = Flock(Path(str(journal) + ".flock"), blocking=True)
         self._exclusive = False
 
     def join(self) -> bool:
@@ -610,14 +579,14 @@ class FolderLock:
     def __init__(self, out_dir: Path, storage: str | None) -> None:
         self.out_dir = out_dir
         self.owned = storage is None
-        self._lock: _Flock | None = None
+        self._lock: Flock | None = None
 
     def __enter__(self) -> FolderLock:
         if not self.owned:
             return self
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            lock = _Flock(self.out_dir / _LOCK, blocking=False)
+            lock = Flock(self.out_dir / _LOCK, blocking=False)
         except OSError as exc:
             raise OplatError(f"cannot write to {self.out_dir} ({exc.strerror}); pick a writable --results") from None
         if not lock.acquire():

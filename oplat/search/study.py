@@ -378,10 +378,9 @@ class _Objective:
     measures its PSNR); a Ctrl-C inside it fails the trial quietly and queues its
     parameters again."""
 
-    def __init__(self, run: tuple[SearchConfig, Prices, Any], study, interrupts: Interrupts, storage_obj) -> None:
-        self.config, self.prices, self.scorer = run
-        self.study, self.interrupts = study, interrupts
-        self.storage, self.study_id = storage_obj, storage_obj.get_study_id_from_name(self.config.name)
+    def __init__(self, config: SearchConfig, prices: Prices, study, interrupts: Interrupts, storage_obj, scorer=None) -> None:
+        self.config, self.prices, self.scorer, self.study, self.interrupts = config, prices, scorer, study, interrupts
+        self.storage, self.study_id = storage_obj, storage_obj.get_study_id_from_name(config.name)
 
     def score(self, trial):
         config = self.config
@@ -515,7 +514,7 @@ def run_study(config: SearchConfig, prices: Prices, fastest: ArchSpec, *, interr
             opened.set_up_done()
             done = len(completed_trials(study))
             remaining = max(0, config.trials - done)
-            objective = _Objective((config, prices, scorer), study, interrupts, opened.storage)
+            objective = _Objective(config, prices, study, interrupts, opened.storage, scorer)
             best = _BestSoFar(study, config)
             with progress_bar(
                 total=config.trials, initial=min(done, config.trials), unit="trial", desc=f"search {config.name}",

@@ -26,7 +26,6 @@ Nothing here imports torch at module level; :func:`PsnrObjective.scorer` needs t
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oplat.errors import OplatError, OplatRuntimeError
+from oplat.locks import Flock
 
 if TYPE_CHECKING:
     from oplat.arch import ArchSpec
@@ -184,9 +184,9 @@ class TrialScorer:
 
     @property
     def device_text(self) -> str:
-        import torch
+        from oplat.train.run import device_text
 
-        return f"{self.device.type} ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else str(self.device)
+        return device_text(self.device)
 
     # ------------------------------------------------------------------ trials
     def score(self, trial, arch: ArchSpec, *, report: bool) -> dict[str, Any]:
@@ -243,7 +243,7 @@ class TrialScorer:
         except OSError as exc:
             raise OplatRuntimeError(f"cannot create {folder}: {exc.strerror}") from None
         net = ArchNet.from_arch(arch, seed=cfg.seed)
-        with _wait_lock(folder / ".lock"):
+        with Flock(folder / ".lock", blocking=True):  # another worker training this winner: wait for it
             outcome = Trainer(net, self.data, cfg, folder / CHECKPOINT, fingerprint=run_fingerprint(arch, self.data, cfg),
                               device=self.device, progress=f"train winner ({cfg.steps} steps)" if progress else False).run()
         net = net.cpu()
@@ -263,21 +263,3 @@ class TrialScorer:
         return WinnerQuality(results, winner.steps, outcome.seconds_per_step, float(outcome.train_seconds),
                              self.data.text, self.device_text, winner.folder, list(outcome.resumed_from))
 
-
-class _wait_lock:  # noqa: N801 - used as a context manager, like open()
-    """An exclusive flock on ``path``, waited for (another worker training the same winner)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.fd = path, None
-
-    def __enter__(self) -> _wait_lock:
-        import fcntl
-
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None

@@ -22,6 +22,7 @@ running those files in ONNX Runtime with exact int8 arithmetic
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import time
@@ -236,7 +237,12 @@ class Trainer:
         self.progress = bool(progress)
         self.desc = progress if isinstance(progress, str) else "train"
         self.on_step = on_step
-        self.calib = calibration_patches(data.sampler, config.calib_patches)
+
+    @functools.cached_property
+    def calib(self) -> list[np.ndarray]:
+        """The calibration patches (QAT's quantization parameters; the emitted PTQ file's):
+        drawn on first use, so a run without QAT draws them only when it emits."""
+        return calibration_patches(self.sampler, self.cfg.calib_patches)
 
     # ------------------------------------------------------------------ checkpoint
     def _load(self) -> dict | None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from oplat.errors import OplatError, OplatRuntimeError
+from oplat.locks import Flock
 
-__all__ = ["TORCH_HINT", "TrainOptions", "TrainResult", "require_torch", "run_fingerprint", "run_training", "torch_device"]
+__all__ = ["TORCH_HINT", "TrainOptions", "TrainResult", "device_text", "require_torch", "run_fingerprint", "run_training", "torch_device"]
 
 #: How to get the extra: its CPU build on a machine without a GPU (the default PyPI torch
 #: wheel for Linux brings several GB of CUDA libraries).
@@ -82,25 +82,22 @@ class _DirLock:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / ".lock"
-        self.fd: int | None = None
+        self._lock: Flock | None = None
 
     def __enter__(self) -> _DirLock:
-        import fcntl
-
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = Flock(self.path, blocking=False)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.__enter__()
         except OSError:
-            os.close(self.fd)
-            self.fd = None
             raise OplatRuntimeError(
                 f"{self.path.parent} is in use by another `oplat train` run; wait for it or give another --name"
             ) from None
+        self._lock = lock
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
+        if self._lock is not None:
+            self._lock.__exit__(*exc)
 
 
 def torch_device(choice: str):
@@ -115,6 +112,13 @@ def torch_device(choice: str):
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(choice)
+
+
+def device_text(device) -> str:
+    """How reports name the torch device: ``cpu (2 threads)`` or ``cuda:0``."""
+    import torch
+
+    return f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device)
 
 
 def _train_config(opts: TrainOptions):
@@ -163,7 +167,7 @@ def run_training(opts: TrainOptions) -> TrainResult:
     import oplat
     from oplat.arch import describe
     from oplat.train.data import TrainData
-    from oplat.train.loop import CHECKPOINT, Trainer, calibration_patches, emit_and_measure
+    from oplat.train.loop import CHECKPOINT, Trainer, emit_and_measure
     from oplat.train.onnxio import ARCH_KEY, arch_to_json, load_arch
     from oplat.train.report import write_report
     from oplat.train.torchnet import ArchNet
@@ -192,8 +196,7 @@ def run_training(opts: TrainOptions) -> TrainResult:
             "oplat.arch_description": describe(arch),
             "oplat.train": f"{cfg.steps} steps (+{cfg.qat_steps} QAT) on {data.text}",
         }
-        results = emit_and_measure(net, outcome, calibration_patches(data.sampler, cfg.calib_patches), data.val, out_dir,
-                                   metadata=meta, threads=opts.threads)
+        results = emit_and_measure(net, outcome, trainer.calib, data.val, out_dir, metadata=meta, threads=opts.threads)
         files = {k: out_dir / r.file for k, r in results.items() if r.file}
         report = _report(_Run(name, arch, data, cfg, device, started), results, outcome, files)
         write_report(out_dir, report)
@@ -237,7 +240,7 @@ def _report(run: _Run, results: dict, outcome, files: dict) -> dict:
             "lr_resampler": RESAMPLER,
         },
         "settings": {**cfg.result_settings(), "val_every": cfg.val_interval, "checkpoint_every": cfg.checkpoint_every},
-        "device": f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device),
+        "device": device_text(device),
         "torch": torch.__version__,
         "measured_with": (
             f"the emitted ONNX files in ONNX Runtime {onnxruntime.__version__} (CPU EP, exact int8: "
