@@ -129,7 +129,7 @@ class PsnrObjective:
         """Load the data and pick the torch device (needs the ``train`` extra)."""
         from oplat.train import require_torch
 
-        require_torch()
+        require_torch("oplat search --objective psnr")
         return TrialScorer(self, scale)
 
 

@@ -19,14 +19,15 @@ TORCH_HINT = (
 )
 
 
-def require_torch() -> None:
-    """An OplatError (one line, naming the extra) unless torch and Pillow import."""
+def require_torch(what: str = "oplat train") -> None:
+    """An OplatError (one line, naming ``what`` needs it and the extra) unless torch and
+    Pillow import."""
     from oplat.backends import import_problem
 
     for module, name in (("torch", "PyTorch"), ("PIL", "Pillow")):
         problem = import_problem(module, name, TORCH_HINT)
         if problem:
-            raise OplatError(f"oplat train needs {name}: {problem}")
+            raise OplatError(f"{what} needs {name}: {problem}")
 
 
 @dataclass(frozen=True)
