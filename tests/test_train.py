@@ -246,6 +246,24 @@ def test_bicubic_is_matlab_imresize():
 
 
 @needs_train
+def test_bicubic_baseline_is_computed_once_per_set(small_data, monkeypatch):
+    """Every psnr trial of a search scores against the same validation set; the bicubic
+    baseline is upsampled once per set, and a subset (another set) gets its own."""
+    import oplat.train.loop as loop
+
+    train, _ = small_data
+    images = ImageSet.load(sorted(train.glob("*.png")), 3)
+    calls = []
+    real = loop.bicubic_up
+    monkeypatch.setattr(loop, "bicubic_up", lambda lr, s: calls.append(1) or real(lr, s))
+    first = loop.measure_bicubic(images)
+    assert len(calls) == 2 and first.psnr > 20
+    assert loop.measure_bicubic(images) is first and len(calls) == 2
+    part = loop.measure_bicubic(images.subset(1))
+    assert len(calls) == 3 and part is not first
+
+
+@needs_train
 def test_patches_are_deterministic_paired_and_augmented(small_data):
     train, _ = small_data
     paths = sorted(train.iterdir())

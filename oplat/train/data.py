@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +246,8 @@ class ImageSet:
     hr: tuple[np.ndarray, ...]
     lr: tuple[np.ndarray, ...]
     scale: int
+    #: results computed once per set (the bicubic baseline), not part of its identity
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, paths: list[Path], scale: int) -> ImageSet:

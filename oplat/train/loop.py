@@ -404,8 +404,12 @@ def _evaluation(label: str, file: str | None, pairs: list[tuple[str, np.ndarray,
 
 
 def measure_bicubic(images: ImageSet) -> Evaluation:
-    pairs = [(n, bicubic_up(lr, images.scale), hr) for n, lr, hr in zip(images.names, images.lr, images.hr, strict=True)]
-    return _evaluation("bicubic", None, pairs, images.scale)
+    """PSNR/SSIM of the bicubic baseline on ``images``; computed once per set (every trial
+    of a search shares its validation set, and the baseline does not depend on the net)."""
+    if "bicubic" not in images.memo:
+        pairs = [(n, bicubic_up(lr, images.scale), hr) for n, lr, hr in zip(images.names, images.lr, images.hr, strict=True)]
+        images.memo["bicubic"] = _evaluation("bicubic", None, pairs, images.scale)
+    return images.memo["bicubic"]
 
 
 def measure_onnx(path: Path, images: ImageSet, label: str, *, threads: int | None = None) -> Evaluation:
