@@ -131,8 +131,21 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         f"{summary.path}: {summary.measured} measured, {summary.already} already there "
         f"({summary.errors} error, {summary.unsupported} unsupported, {summary.noisy} noisy)"
     )
+    _warn_if_unsteady(summary, policy)
     print(f"review it with: oplat table {summary.path}")
     return 0
+
+
+def _warn_if_unsteady(summary, policy) -> None:
+    """One stderr line when most rows of this run are noisy: the host was unsteady, and a
+    table measured in such a spell is not one to predict from or to commit."""
+    if summary.measured >= 4 and summary.noisy * 2 > summary.measured:
+        print(
+            f"oplat: warning: {summary.noisy} of {summary.measured} rows are noisy (their rounds disagree by more "
+            f"than {policy.agree_pct:g} %): the host was unsteady while measuring; re-run with --retry-noisy in a "
+            "quiet spell (nothing else running) before predicting from this table",
+            file=sys.stderr,
+        )
 
 
 def _measure_on_pool(args: argparse.Namespace) -> int:
@@ -163,6 +176,7 @@ def _measure_on_pool(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"{summary.path}: {summary.measured} measured on {len(devices)} boards, {summary.already} already there "
           f"({summary.errors} error, {summary.unsupported} unsupported, {summary.noisy} noisy)")
+    _warn_if_unsteady(summary, policy)
     return 0
 
 

@@ -44,6 +44,21 @@ def test_measure_then_table_in_every_format(cli, tmp_path):
     assert r.out.startswith("<!DOCTYPE html>") and "<table" in r.out and r.out.rstrip().endswith("</html>")
 
 
+def test_a_mostly_noisy_run_says_the_host_was_unsteady(cli, tmp_path):
+    """When most rows of a run disagree across rounds, measure keeps them (nothing measured is
+    lost) but warns on stderr that the table is not one to predict from yet; a steady run
+    (here: an agreement bound no round can miss) says nothing of the kind."""
+    opset = write_opset(tmp_path / "tiny.toml", TINY + '\n[[entry]]\nop = "relu"\nc = [4, 8]\n')
+    base = ("measure", "--device", "cpu", "--opset", str(opset), "--quick-policy", "--no-progress")
+    r = cli(*base, "--out", str(tmp_path / "noisy.jsonl"), "--agree-pct", "0.000001")
+    assert r.code == 0, r.err
+    assert "5 measured" in r.out and "5 noisy" in r.out
+    assert "oplat: warning: 5 of 5 rows are noisy" in r.err and "--retry-noisy" in r.err
+    assert len((tmp_path / "noisy.jsonl").read_text().splitlines()) == 5
+    r = cli(*base, "--out", str(tmp_path / "steady.jsonl"), "--agree-pct", "1000")
+    assert r.code == 0 and "0 noisy" in r.out and "warning" not in r.err
+
+
 def test_side_by_side_has_ratio_columns(cli, tmp_path):
     opset = write_opset(tmp_path / "tiny.toml", TINY)
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
