@@ -276,7 +276,9 @@ def report_markdown(device_name: str, results: list[Net], predictor, table: Path
         f"command: `{command}`",
         "",
         "statistic: p10 of the wall time, predicted and measured alike. Predicted = the UNCALIBRATED plain sum of the "
-        "kernels' p10 times (the run's table has no composition model: no boundary, layout or per-call term). Every "
+        "kernels' p10 times and, on ONNX Runtime, of the layout reorders ORT's optimized graph of the network runs "
+        "inside it, each priced at its kernel's lone-op reorder share (the run's table has no composition model: no "
+        "boundary or per-call term). Every "
         "distinct kernel was cut out of its network and measured in this run (`measure --model` path); the networks were "
         "timed end to end in the same run with the same timing policy (interleaved batches of 8).",
         "",
@@ -314,7 +316,8 @@ def report_markdown(device_name: str, results: list[Net], predictor, table: Path
         lines += [f"- {n.label}: {n.run_error or n.predict_error}" for n in failed]
     lines += ["", "### Error by kernel type, per network", "",
               "Each network's measured p10 split by the runtime's per-node profile of the whole network; `(layout)` is the "
-              "reorders/transposes the runtime ran inside the network (never priced: lone-op reorders are not added), "
+              "reorders/transposes the runtime ran inside the network (predicted: the in-network reorders priced from ORT's "
+              "optimized graph; lone-op reorders are never added), "
               "`(unattributed)` profiled nodes no kernel owns (the boundary Quantize/Dequantize of an INT8 network). "
               "Types by |predicted − measured|, the largest 5.", ""]
     for n in results:

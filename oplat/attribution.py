@@ -138,6 +138,9 @@ def attribute_profile(pred, profile, precision: str) -> dict[str, list[float]]:
     out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for i, cost in enumerate(costs):
         out[graph.kind(i)][0] += cost.compute_ms
+    reorder = sum(c.reorder_ms for c in costs)  # the in-network reorders priced (ORT)
+    if reorder:
+        out["(layout)"][0] += reorder
     if profile is None:
         return dict(out)
     by_family = graph.by_family()

@@ -1,6 +1,6 @@
 """Predict a network's latency from a latency table.
 
-prediction = composition(Σ kernel compute, Σ kernel layout, boundary elements)
+prediction = composition(Σ kernel compute, Σ in-network reorders, boundary elements)
 
 - Each kernel (see :mod:`oplat.graph`) is looked up by its OpSpec key. The table's
   ``kernel_ms`` (the op's own kernels, from the runtime's profiler) is its compute time
@@ -17,22 +17,31 @@ prediction = composition(Σ kernel compute, Σ kernel layout, boundary elements)
   profiled run (kernel_ms / Σ profiled nodes). On a shared host, interference only adds
   time, so the p10 of rounds interleaved over a run is the steadier estimate of the
   undisturbed latency; ``oplat validate`` compares networks on the same statistic.
-- The composition model maps the sums to the whole network's wall time. Lone-op layout
-  reorders do not survive inside a network (the runtime keeps its blocked layout
-  between kernels), so they are not added; what remains is the graph boundary (layout or
-  quantize/dequantize of the input and output, per million boundary elements) and the
-  per-call overhead, plus, if the data ask for it, a scale on the compute sum. Which of
+- **Reorders inside the network.** A lone op's layout reorders are not the network's: the
+  runtime keeps its blocked layout between kernels that have blocked kernels and
+  reorders only where a plain-layout op (PRelu, DepthToSpace, ConvTranspose, a concat of
+  blocked and plain inputs, …) meets a blocked one, or at a graph output. On a table of
+  ONNX Runtime (``cpu``), ORT's own optimized graph of the network says where
+  (:func:`oplat.backends.ort.inner_reorders`), and each such reorder is priced from the
+  kernel's own row: the ReorderInput / ReorderOutput share of its lone-op profile, which
+  is the same tensor at the same shape. Other runtimes' in-network layout changes are
+  not priced (``reorder_ms`` 0).
+- The composition model maps the sums to the whole network's wall time: the graph
+  boundary (layout or quantize/dequantize of the input and output, per million boundary
+  elements) and the per-call overhead, plus, if the data ask for it, a scale on the
+  priced sum (compute + in-network reorders). Which of
   these terms are used is chosen by leave-one-out error on a few networks measured end
   to end (``oplat calibrate``), so a handful of noisy networks cannot buy a wild fit;
   the model is stored next to the table (``<table>.compose.json``). Without it the total
-  is the plain sum of compute times and every output says "uncalibrated".
+  is the plain sum of compute and in-network reorder times and every output says
+  "uncalibrated".
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +64,7 @@ __all__ = [
     "Predictor",
     "compose_path",
     "fit_composition",
+    "place_reorders",
 ]
 
 #: Neighbours used for a kernel the table lacks.
@@ -78,6 +88,11 @@ class KernelCost:
     layout_ms: float
     source: str  # "measured" or "predicted"
     basis: str  # the row(s) the figure comes from
+    #: the lone-op row's ReorderInput / ReorderOutput share (ms; in ``layout_ms``)
+    reorder_in_ms: float = 0.0
+    reorder_out_ms: float = 0.0
+    #: what of them the runtime runs inside this network (see the module docstring)
+    reorder_ms: float = 0.0
 
     @property
     def label(self) -> str:
@@ -95,6 +110,9 @@ class Prediction:
     composition: Composition
     net: NetGraph = field(repr=False)
     stat: str = DEFAULT_STAT
+    reorder_ms: float = 0.0  # Σ in-network reorders (KernelCost.reorder_ms)
+    #: how in-network reorders were found: "" (not this runtime's concern), or a sentence
+    reorder_note: str = ""
 
     @property
     def fps(self) -> float:
@@ -103,7 +121,8 @@ class Prediction:
 
     @property
     def features(self) -> dict[str, float]:
-        return {"compute_ms": self.compute_ms, "layout_ms": self.layout_ms, "boundary_melem": self.boundary_melem}
+        return {"compute_ms": self.compute_ms, "reorder_ms": self.reorder_ms, "layout_ms": self.layout_ms,
+                "boundary_melem": self.boundary_melem}
 
     @property
     def measured_share(self) -> float:
@@ -245,6 +264,22 @@ class Predictor:
             return wall, 0.0
         return wall * float(kernel) / profiled, wall * layout / profiled
 
+    def _reorder_parts(self, row: Row) -> tuple[float, float]:
+        """(ReorderInput ms, ReorderOutput ms) of a lone-op row's profile, scaled like
+        :meth:`_times`; (0, 0) where the runtime ran the op without reorders."""
+        nodes = row.kernels or []
+        parts = [sum(float(n["median_ms"]) for n in nodes if n.get("op_type") == op) for op in ("ReorderInput", "ReorderOutput")]
+        if not any(parts) or self.stat == "median":
+            return parts[0], parts[1]
+        profiled = sum(float(n["median_ms"]) for n in nodes)
+        scale = float(row.stat_ms(self.stat)) / profiled if profiled > 0 else 0.0
+        return parts[0] * scale, parts[1] * scale
+
+    @property
+    def prices_reorders(self) -> bool:
+        """Whether this table's runtime says where it reorders inside a network (ORT)."""
+        return self.device.get("runtime") == "onnxruntime"
+
     def _exact(self, spec: OpSpec) -> tuple[Row, str] | None:
         for candidate in (spec, *spec.twins):
             row = self.rows.get(candidate.key)
@@ -266,6 +301,8 @@ class Predictor:
                     cost.layout_ms * share,
                     cost.source,
                     f"{cost.basis}; fused into the preceding {producer} (measured: {100 * share:.0f}% of its lone cost remains)",
+                    cost.reorder_in_ms * share,
+                    cost.reorder_out_ms * share,
                 )
         return cost
 
@@ -274,7 +311,8 @@ class Predictor:
         found = self._exact(spec)
         if found:
             compute, layout = self._times(found[0])
-            return KernelCost(kernel, compute, layout, "measured", found[0].label)
+            parts = self._reorder_parts(found[0])
+            return KernelCost(kernel, compute, layout, "measured", found[0].label, *parts)
         if isinstance(spec, NodeSpec):  # any other op: priced by its exact signature only
             failed = self.failed.get(spec.key)
             raise _Missing(f"its row says {failed.status}: {failed.message}" if failed else "no row of this exact kernel")
@@ -301,7 +339,18 @@ class Predictor:
             basis += f" (channels padded to {tile}s)"
         if nearest > _FLAG_DISTANCE:
             basis += f" (EXTRAPOLATED: the nearest row is {2 ** nearest:.1f}× away)"
-        return KernelCost(kernel, compute, layout, "predicted", basis)
+        return KernelCost(kernel, compute, layout, "predicted", basis, *self._neighbour_reorders(family, order, spec))
+
+    def _neighbour_reorders(self, family: list, order: list[int], spec: OpSpec) -> tuple[float, float]:
+        """Reorder parts of ``spec`` from the rows it was priced from, per element of the
+        tensor reordered (a reorder moves the tensor; its MACs do not matter)."""
+        rates = []
+        for i in order:
+            other, row = family[i]
+            rin, rout = self._reorder_parts(row)
+            rates.append((rin / max(1, math.prod(other.input_shapes[0])), rout / max(1, math.prod(other.output_shape))))
+        rin, rout = np.mean(rates, axis=0) if rates else (0.0, 0.0)
+        return float(rin) * math.prod(spec.input_shapes[0]), float(rout) * math.prod(spec.output_shape)
 
     def _neighbours(self, family: list, spec: OpSpec, tile: int, skip: int | None = None):
         """((compute ms, layout ms) of ``spec`` scaled from its nearest rows in ``family``
@@ -345,7 +394,8 @@ class Predictor:
 
     # ------------------------------------------------------------------ networks
     def predict(self, model_or_net) -> Prediction:
-        """Predict an ONNX model (or an already read NetGraph)."""
+        """Predict an ONNX model (or an already read NetGraph: its in-network reorders,
+        which need the model, are then not priced and the prediction says so)."""
         net = model_or_net if isinstance(model_or_net, NetGraph) else net_graph(model_or_net)
         costs, missing = [], []
         for kernel in net.kernels:
@@ -355,12 +405,14 @@ class Predictor:
                 missing.append((kernel, exc.why))
         if missing:
             raise MissingKernels(self.source or "(in memory)", missing)
+        costs, note = self._inner_reorders(None if model_or_net is net else model_or_net, costs)
         compute = sum(c.compute_ms for c in costs)
+        reorder = sum(c.reorder_ms for c in costs)
         layout = sum(c.layout_ms for c in costs)
         boundary = (net.input_elements + net.output_elements) / 1e6
         comp = self.composition.get(net.precision)
-        f = {"compute_ms": compute, "layout_ms": layout, "boundary_melem": boundary}
-        total = comp.total(f) if comp else compute
+        f = {"compute_ms": compute, "reorder_ms": reorder, "layout_ms": layout, "boundary_melem": boundary}
+        total = comp.total(f) if comp else compute + reorder
         return Prediction(
             total_ms=total,
             kernels=costs,
@@ -371,7 +423,56 @@ class Predictor:
             composition=comp or Composition(),
             net=net,
             stat=self.stat,
+            reorder_ms=reorder,
+            reorder_note=note,
         )
+
+    def _inner_reorders(self, model, costs: list[KernelCost]) -> tuple[list[KernelCost], str]:
+        """``costs`` with the reorders the runtime runs inside ``model`` charged to the
+        kernels whose rows show them, and a sentence saying how they were found."""
+        if not self.prices_reorders:
+            return costs, ""
+        if model is None:
+            return costs, "in-network reorders not priced (no ONNX model to read them from)"
+        from oplat.backends.ort import inner_reorders
+
+        try:
+            plan = inner_reorders(model, self.device.get("options"))
+        except Exception as exc:  # ORT refuses the model: price what the table has
+            return costs, f"in-network reorders not priced (ONNX Runtime could not optimize the network: {str(exc).splitlines()[0][:160]})"
+        charged, unpriced = place_reorders(plan.outputs, plan.inputs, costs)
+        costs = [replace(c, reorder_ms=ms) if ms else c for c, ms in zip(costs, charged)]
+        note = f"{plan.count} in-network reorders from ONNX Runtime's optimized graph, {sum(charged):.2f} ms"
+        if unpriced:
+            note += f" ({unpriced} not priced: no kernel row shows them)"
+        return costs, note
+
+
+def place_reorders(outputs, inputs: dict[str, int], costs: Sequence[KernelCost]) -> tuple[list[float], int]:
+    """(ms charged to each kernel of ``costs``, how many reorders no row prices).
+
+    A ReorderOutput writing tensor T is charged to the kernel producing T at its lone
+    row's ReorderOutput share (or, if that kernel has none, e.g. an Add the runtime fused
+    into the blocked conv before it, to that conv's); a ReorderInput reading T to a
+    kernel reading T whose row shows a ReorderInput, once per ReorderInput node."""
+    producer = {t: i for i, c in enumerate(costs) for t in c.kernel.outputs}
+    charged = [0.0] * len(costs)
+    unpriced = 0
+    for tensor in sorted(outputs):
+        i = producer.get(tensor)
+        if i is not None and costs[i].reorder_out_ms <= 0:
+            ups = [producer[t] for t in costs[i].kernel.inputs if t in producer and costs[producer[t]].reorder_out_ms > 0]
+            i = ups[0] if ups else None
+        if i is None:
+            unpriced += 1
+            continue
+        charged[i] += costs[i].reorder_out_ms
+    for tensor, count in sorted(inputs.items()):
+        takers = [i for i, c in enumerate(costs) if tensor in c.kernel.inputs and c.reorder_in_ms > 0][:count]
+        for i in takers:
+            charged[i] += costs[i].reorder_in_ms
+        unpriced += count - len(takers)
+    return charged, unpriced
 
 
 def _family_name(spec: OpSpec) -> str:
@@ -410,7 +511,8 @@ def _solve(x: np.ndarray, y: np.ndarray, fixed: np.ndarray) -> np.ndarray | None
 
 def _design(samples, scale: bool, boundary: bool, const: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     cols, names = [], []
-    compute = np.array([f["compute_ms"] for f, _ in samples])
+    # the priced sum: compute and the reorders the runtime runs inside the network
+    compute = np.array([f["compute_ms"] + f.get("reorder_ms", 0.0) for f, _ in samples])
     if scale:
         cols.append(compute)
         names.append("compute")
@@ -463,6 +565,7 @@ def fit_composition(samples: Sequence[tuple[dict[str, float], float]]) -> Compos
     values = dict(zip(names, (float(c) for c in coef)))
     return Composition(
         compute=values.get("compute", 1.0),
+        reorder=values.get("compute", 1.0),
         layout=0.0,
         boundary_per_melem_ms=values.get("boundary", 0.0),
         const_ms=values.get("const", 0.0),

@@ -409,9 +409,18 @@ class FusionVerdict:
 # ---------------------------------------------------------------------------- composition
 @dataclass(frozen=True)
 class Composition:
-    """total_ms = compute·Σcompute + layout·Σlayout + boundary·(in+out Melements) + const_ms."""
+    """total_ms = compute·Σcompute + reorder·Σreorder + layout·Σlayout + boundary·(in+out
+    Melements) + const_ms.
+
+    ``reorder`` weighs the layout reorders the runtime runs *inside* the network
+    (:attr:`KernelCost.reorder_ms <oplat.predict.KernelCost>`): 1 in the plain sum and
+    equal to ``compute`` in a fit (the scale applies to the priced sum). Files fitted
+    before those reorders were priced have none: their compute scale absorbed them, so
+    they read as 0.
+    """
 
     compute: float = 1.0
+    reorder: float = 1.0
     layout: float = 0.0
     boundary_per_melem_ms: float = 0.0
     const_ms: float = 0.0
@@ -422,6 +431,7 @@ class Composition:
     def total(self, f: dict[str, float]) -> float:
         return (
             self.compute * f["compute_ms"]
+            + self.reorder * f.get("reorder_ms", 0.0)
             + self.layout * f["layout_ms"]
             + self.boundary_per_melem_ms * f["boundary_melem"]
             + self.const_ms
@@ -435,7 +445,7 @@ class Composition:
 
     @classmethod
     def from_json(cls, data: dict) -> Composition:
-        return cls(**data)
+        return cls(**{"reorder": 0.0, **data})  # files from before in-network reorders: none (see above)
 
 
 @dataclass(frozen=True)

@@ -101,9 +101,10 @@ def _by_kernel_type(pred: Prediction, profile) -> dict:
         return {}
     out = attribute_profile(pred, profile, pred.net.precision)
     boundary = out.setdefault("(boundary)", [0.0, 0.0])
+    comp = pred.composition
     for other in ("(layout)", "(unattributed)"):
         boundary[1] += out.pop(other, [0.0, 0.0])[1]
-    comp = pred.composition
+    # the composition's terms beyond compute: in-network reorders, boundary, constant
     boundary[0] += comp.total(pred.features) - comp.compute * pred.compute_ms
     return {k: (round(v[0], 4), round(v[1], 4)) for k, v in out.items()}
 

@@ -398,3 +398,87 @@ def test_channel_tile_is_inferred_from_the_table(tile):
         truth = spec.macs / c_out * (-(-c_out // tile) * tile) / 1e9
         assert cost.source == "predicted" and cost.compute_ms == pytest.approx(truth, rel=0.02), (c_out, cost.basis)
         assert (f"padded to {tile}s" in cost.basis) == (tile > 1)
+
+
+def _conv_prelu_model(prelu: bool) -> onnx.ModelProto:
+    """x(16 ch) -> conv 16→32 -> PRelu or Relu -> conv 32→16 -> y, at 24×32."""
+    rng = np.random.default_rng(0)
+    inits = [
+        onnx.numpy_helper.from_array(rng.standard_normal((32, 16, 3, 3)).astype(np.float32) * 0.1, "w1"),
+        onnx.numpy_helper.from_array(np.zeros(32, np.float32), "b1"),
+        onnx.numpy_helper.from_array(rng.standard_normal((16, 32, 3, 3)).astype(np.float32) * 0.1, "w2"),
+        onnx.numpy_helper.from_array(np.zeros(16, np.float32), "b2"),
+        onnx.numpy_helper.from_array(np.full((32, 1, 1), 0.25, np.float32), "slope"),
+    ]
+    act = helper.make_node("PRelu", ["t", "slope"], ["a"], name="act") if prelu else helper.make_node("Relu", ["t"], ["a"], name="act")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["t"], name="conv1", pads=[1, 1, 1, 1]),
+        act,
+        helper.make_node("Conv", ["a", "w2", "b2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 24, 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 24, 32])
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=inits if prelu else inits[:4])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _ort_row(spec, compute: float, reorder_in: float, reorder_out: float) -> dict:
+    """A cpu (ORT) row whose lone-op profile shows the conv run blocked: a ReorderInput
+    and a ReorderOutput around it (median statistic: these are the prices)."""
+    row = fake_row(spec, compute, reorder_in + reorder_out)
+    row["device"] = {"name": "cpu", "runtime": "onnxruntime", "options": {"graph_optimization": "all", "threads": 1}}
+    row["kernels"] = [
+        {"name": "r_in", "op_type": "ReorderInput", "median_ms": reorder_in, "layout": True},
+        {"name": "k", "op_type": "Conv", "median_ms": compute, "layout": False},
+        {"name": "r_out", "op_type": "ReorderOutput", "median_ms": reorder_out, "layout": True},
+    ]
+    return row
+
+
+def test_reorders_inside_the_network_are_priced_where_ort_runs_them():
+    """ORT keeps its blocked NCHWc layout between a conv and a fused Relu and the next
+    conv, but reorders to NCHW and back around a PRelu (no NCHWc kernel): read from ORT's
+    own optimized graph, the predictor charges exactly those reorders, each at the lone
+    row's ReorderInput / ReorderOutput share."""
+    from oplat.backends.ort import inner_reorders
+
+    chain, prelu = _conv_prelu_model(False), _conv_prelu_model(True)
+    assert inner_reorders(chain).count == 2  # the graph input in, the graph output out
+    plan = inner_reorders(prelu)
+    assert plan.count == 4 and "t" in plan.outputs and plan.inputs.get("a") == 1
+
+    rows = []
+    for model, first in ((chain, (0.1, 0.2)), (prelu, (0.1, 0.2))):
+        for kernel in net_graph(model).kernels:
+            spec = kernel.spec
+            if spec.op in ("conv", "conv+relu"):
+                rin, rout = first if spec.c == 16 else (0.4, 0.8)
+                rows.append(_ort_row(spec, 1.0, rin, rout))
+            else:  # the PRelu: a node kernel without reorders
+                row = fake_row(spec, 0.5)
+                row["device"] = rows[0]["device"]
+                rows.append(row)
+    predictor = Predictor(rows, stat="median")
+    a, b = predictor.predict(chain), predictor.predict(prelu)
+    assert a.reorder_ms == pytest.approx(0.1 + 0.8)  # conv1's input, conv2's output
+    assert b.reorder_ms == pytest.approx(0.1 + 0.2 + 0.4 + 0.8)  # and both around the PRelu
+    assert a.total_ms == pytest.approx(a.compute_ms + 0.9) and not a.calibrated
+    assert "4 in-network reorders from ONNX Runtime's optimized graph" in b.reorder_note
+    assert a.layout_ms == b.layout_ms == pytest.approx(1.5)  # lone-op reorders: all of them, never added
+    # a NetGraph alone has no model for ORT to optimize: said, not guessed
+    assert predictor.predict(net_graph(prelu)).reorder_ms == 0.0
+    assert "not priced" in predictor.predict(net_graph(prelu)).reorder_note
+    # another runtime's table: nothing is read from ORT
+    other = Predictor([{**r, "device": {"name": "fake"}} for r in rows], stat="median")
+    assert other.predict(prelu).reorder_ms == 0.0 and other.predict(prelu).reorder_note == ""
+
+
+def test_composition_files_from_before_reorders_were_priced_weigh_them_zero():
+    """A fit scales the priced sum (compute + in-network reorders) as one; a stored fit
+    without the term absorbed the reorders in its compute scale and must not add them."""
+    assert Composition.from_json({"compute": 1.03, "const_ms": 0.0}).reorder == 0.0
+    samples = [({"compute_ms": c, "reorder_ms": r, "layout_ms": 0.0, "boundary_melem": 1.0}, 1.2 * (c + r))
+               for c, r in [(10, 1), (20, 4), (30, 2), (40, 8), (50, 5), (60, 3)]]
+    comp = fit_composition(samples)
+    assert comp.compute == pytest.approx(1.2) and comp.reorder == comp.compute
+    assert comp.total(samples[3][0]) == pytest.approx(1.2 * 48)

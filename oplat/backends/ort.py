@@ -14,12 +14,13 @@ import json
 import os
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
 from oplat.backends import KernelProfile, Session, Unsupported, import_problem, summarize_profile
 
-__all__ = ["MODEL_FORMATS", "available", "exact_session", "fingerprint", "runtime", "open"]
+__all__ = ["MODEL_FORMATS", "InnerReorders", "available", "exact_session", "fingerprint", "inner_reorders", "runtime", "open"]
 
 #: Model formats :func:`open` takes.
 MODEL_FORMATS: tuple[str, ...] = ("onnx",)
@@ -92,6 +93,50 @@ def _new_session(model_bytes: bytes, options: dict, profile_dir: str | None = No
         if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
             raise Unsupported(text.splitlines()[0][:300]) from None
         raise
+
+
+@dataclass(frozen=True)
+class InnerReorders:
+    """The NCHW↔NCHWc reorders ORT runs *inside* one network, by the network's own tensor
+    names: ``outputs`` the tensors a ReorderOutput writes (a blocked op's result that a
+    plain-layout op reads, or a graph output), ``inputs`` the tensors a ReorderInput reads
+    (a plain-layout result that a blocked op reads), with how many ReorderInput nodes read
+    each."""
+
+    outputs: frozenset[str]
+    inputs: dict[str, int]
+
+    @property
+    def count(self) -> int:
+        return len(self.outputs) + sum(self.inputs.values())
+
+
+def inner_reorders(model, options: dict | None = None) -> InnerReorders:
+    """Where ORT's NCHWc layout transformer leaves reorders in ``model`` (an ONNX
+    ModelProto), read from the optimized graph ORT itself writes for this host (level
+    ``all``, where the transformer runs). Another ISA has another NCHWc block (8 floats on
+    AVX2, 16 on AVX-512), so the predictor counts a reorder only where the kernel's own
+    table row shows the runtime ran that kernel blocked."""
+    import onnx
+
+    options = dict(options or {})
+    if options.get("graph_optimization", "all") != "all":
+        return InnerReorders(frozenset(), {})
+    with tempfile.TemporaryDirectory(prefix="oplat-nchwc-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        so = _session_options({**options, "threads": 1})
+        so.optimized_model_filepath = path
+        import onnxruntime as ort
+
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(path, load_external_data=False)
+    outputs, inputs = set(), defaultdict(int)
+    for node in optimized.graph.node:
+        if node.op_type == "ReorderOutput" and node.output:
+            outputs.add(node.output[0])
+        elif node.op_type == "ReorderInput" and node.input:
+            inputs[node.input[0]] += 1
+    return InnerReorders(frozenset(outputs), dict(inputs))
 
 
 class OrtSession(Session):

@@ -393,7 +393,7 @@ def add_validation(page: ReviewPage, sources: Sequence[ValidationSource]) -> Non
 def add_prediction(page: ReviewPage, pred, *, model: str, table: str, device: dict, measured_between=None) -> None:
     """Figure (4) and the per-kernel breakdown of one network's prediction."""
     from oplat.report import figures
-    from oplat.report.prediction import BREAKDOWN_HEADERS, breakdown_rows, composition_text, network_summary
+    from oplat.report.prediction import BREAKDOWN_HEADERS, breakdown_rows, composition_text, network_summary, sums_line
 
     page.add_provenance(model, device, measured_between=measured_between, stat=pred.stat, note=f"prices {model}",
                         table=table)
@@ -404,13 +404,10 @@ def add_prediction(page: ReviewPage, pred, *, model: str, table: str, device: di
                                  title=f"{name} on {device.get('name', '?')}", total_ms=pred.total_ms, stat=pred.stat),
         "hatched: PREDICTED from neighbouring rows (the table lacks that key)",
     )
-    measured = sum(k.source == "measured" for k in pred.kernels)
     notes = [
         f"{model} on {device.get('name', '?')} (table {table}), {pred.net.precision}",
         f"predicted latency ({pred.stat}): {pred.total_ms:.2f} ms ({composition_text(pred)})",
-        f"sum of kernel compute {pred.compute_ms:.2f} ms (lone-op reorders {pred.layout_ms:.2f} ms, not part of a network); "
-        + (f"all {len(pred.kernels)} kernels measured" if measured == len(pred.kernels)
-           else f"{measured}/{len(pred.kernels)} kernels measured, the rest PREDICTED"),
+        sums_line(pred),
         network_summary(pred),
     ]
     rows = breakdown_rows(pred)

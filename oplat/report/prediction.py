@@ -16,15 +16,16 @@ from oplat.report.provenance import provenance_line
 
 __all__ = [
     "BREAKDOWN_HEADERS", "breakdown_rows", "calibration_clause", "composition_text", "kernel_basis_table", "network_summary",
-    "predict_report", "prediction_json", "prediction_text",
+    "predict_report", "prediction_json", "prediction_text", "sums_line",
 ]
 
-BREAKDOWN_HEADERS = ["Kernel", "ONNX nodes", "Compute [ms]", "Lone-op layout [ms]", "Share [%]", "Source"]
+BREAKDOWN_HEADERS = ["Kernel", "ONNX nodes", "Compute [ms]", "In-network reorder [ms]", "Lone-op layout [ms]", "Share [%]", "Source"]
 
 
 def breakdown_rows(pred: Prediction) -> list[list[str]]:
-    """One row per kernel: label, ONNX nodes, compute and lone-op layout ms, share, source."""
-    total = pred.compute_ms or 1.0
+    """One row per kernel: label, ONNX nodes, compute, in-network reorder and lone-op
+    layout ms, share of the priced sum, source."""
+    total = (pred.compute_ms + pred.reorder_ms) or 1.0
     rows = []
     for cost in pred.kernels:
         source = "measured" if cost.source == "measured" else f"PREDICTED {cost.basis}"
@@ -33,8 +34,9 @@ def breakdown_rows(pred: Prediction) -> list[list[str]]:
                 cost.label,
                 "+".join(cost.kernel.nodes),
                 f"{cost.compute_ms:.3f}",
+                f"{cost.reorder_ms:.3f}",
                 f"{cost.layout_ms:.3f}",
-                f"{100 * cost.compute_ms / total:.1f}",
+                f"{100 * (cost.compute_ms + cost.reorder_ms) / total:.1f}",
                 source + (f"; {cost.kernel.note}" if cost.kernel.note else ""),
             ]
         )
@@ -47,10 +49,11 @@ def composition_text(pred: Prediction) -> str:
         c = pred.composition
         return (
             f"calibrated on {c.networks} measured networks (fit error {c.fit_mape_pct:.1f}%): "
-            f"{c.compute:.3f}×compute + {c.boundary_per_melem_ms:.3f} ms/Melem boundary "
+            f"{c.compute:.3f}×compute + {c.reorder:.3f}×in-network reorders + {c.boundary_per_melem_ms:.3f} ms/Melem boundary "
             f"+ {c.const_ms:.3f} ms"
         )
-    return "UNCALIBRATED: plain sum of per-kernel compute times (run `oplat calibrate` to fit the composition)"
+    return ("UNCALIBRATED: plain sum of per-kernel compute times and in-network reorders "
+            "(run `oplat calibrate` to fit the composition)")
 
 
 def calibration_clause(pred: Prediction) -> str:
@@ -60,7 +63,7 @@ def calibration_clause(pred: Prediction) -> str:
         c = pred.composition
         mape = f", fit error {c.fit_mape_pct:.1f}% MAPE" if c.fit_mape_pct is not None else ""
         return f"calibrated (composition model fitted on {c.networks} measured networks{mape})"
-    return "uncalibrated: the total is the plain sum of kernel compute times (run `oplat calibrate`)"
+    return "uncalibrated: the total is the plain sum of kernel compute times and in-network reorders (run `oplat calibrate`)"
 
 
 def kernel_basis_table(pred: Prediction) -> str:
@@ -68,28 +71,39 @@ def kernel_basis_table(pred: Prediction) -> str:
     ``predicted``) and its basis in columns of their own, and a **sum** row
     (``oplat search``'s report; :func:`breakdown_rows` is the terminal's)."""
     rows = [
-        [i, k.label, ", ".join(k.kernel.nodes), f"{k.compute_ms:.4g}", f"{k.layout_ms:.4g}", k.source, k.basis]
+        [i, k.label, ", ".join(k.kernel.nodes), f"{k.compute_ms:.4g}", f"{k.reorder_ms:.4g}", f"{k.layout_ms:.4g}", k.source, k.basis]
         for i, k in enumerate(pred.kernels)
     ]
-    rows.append(["", "**sum**", "", f"{pred.compute_ms:.4g}", f"{pred.layout_ms:.4g}", "", ""])
-    return tabulate(rows, headers=["#", "kernel", "nodes", "compute ms", "layout ms", "source", "basis"], tablefmt="github")
+    rows.append(["", "**sum**", "", f"{pred.compute_ms:.4g}", f"{pred.reorder_ms:.4g}", f"{pred.layout_ms:.4g}", "", pred.reorder_note])
+    headers = ["#", "kernel", "nodes", "compute ms", "in-network reorder ms", "lone-op layout ms", "source", "basis"]
+    return tabulate(rows, headers=headers, tablefmt="github")
 
 
 def prediction_text(pred: Prediction, *, fmt: str = "github") -> str:
     """The predicted total, the composition used, and the per-kernel breakdown table."""
-    measured = sum(k.source == "measured" for k in pred.kernels)
     lines = [
         f"predicted latency ({pred.stat}): {pred.total_ms:.2f} ms, {pred.fps:.1f} fps at batch {pred.net.batch}  ({composition_text(pred)})",
-        f"sum of kernel compute {pred.compute_ms:.2f} ms (lone-op reorders {pred.layout_ms:.2f} ms, not part of a network), "
-        + (
-            f"all {len(pred.kernels)} kernels measured"
-            if measured == len(pred.kernels)
-            else f"{measured}/{len(pred.kernels)} kernels measured, the rest PREDICTED"
-        ),
+        sums_line(pred),
         "",
         tabulate(breakdown_rows(pred), headers=BREAKDOWN_HEADERS, tablefmt=fmt, disable_numparse=True),
     ]
     return "\n".join(lines)
+
+
+def sums_line(pred: Prediction) -> str:
+    """The sums the total was composed from, how the in-network reorders were found, and
+    how many kernels are measured."""
+    measured = sum(k.source == "measured" for k in pred.kernels)
+    reorders = f"; {pred.reorder_note}" if pred.reorder_note else ""
+    return (
+        f"sum of kernel compute {pred.compute_ms:.2f} ms + in-network reorders {pred.reorder_ms:.2f} ms{reorders} "
+        f"(lone-op reorders {pred.layout_ms:.2f} ms, not part of a network), "
+        + (
+            f"all {len(pred.kernels)} kernels measured"
+            if measured == len(pred.kernels)
+            else f"{measured}/{len(pred.kernels)} kernels measured, the rest PREDICTED"
+        )
+    )
 
 
 def network_summary(pred: Prediction) -> str:
@@ -128,6 +142,8 @@ def prediction_json(pred: Prediction, *, model: str, table: str, device: dict, m
         "stat": pred.stat,
         "calibrated": pred.calibrated,
         "compute_ms": pred.compute_ms,
+        "reorder_ms": pred.reorder_ms,
+        "reorder_note": pred.reorder_note,
         "layout_ms": pred.layout_ms,
         "params": net.params,
         "macs": net.macs,
@@ -137,6 +153,7 @@ def prediction_json(pred: Prediction, *, model: str, table: str, device: dict, m
                 "kernel": c.label,
                 "nodes": list(c.kernel.nodes),
                 "compute_ms": c.compute_ms,
+                "reorder_ms": c.reorder_ms,
                 "layout_ms": c.layout_ms,
                 "source": c.source,
                 "basis": c.basis,

@@ -23,7 +23,7 @@ from typing import Any
 
 import networkx as nx
 
-from oplat.arch import ArchSpec, arch_ops, macs, params
+from oplat.arch import ArchSpec, arch_ops, macs, model_from_arch, params
 from oplat.devices import Device
 from oplat.errors import OplatError
 from oplat.graph import Kernel, NetGraph
@@ -185,7 +185,10 @@ class Prices:
         net = arch_net(arch, precision)
         if measure:
             self.ensure_measured([k.spec for k in net.kernels])
-        pred = self.predictor.predict(net)
+        # FP32 on ORT: the real graph, so the reorders ORT runs inside it are priced as
+        # `oplat predict` prices the emitted file (INT8 convs run unblocked: none to find)
+        model = model_from_arch(arch) if precision == "fp32" and self.predictor.prices_reorders else None
+        pred = self.predictor.predict(model if model is not None else net)
         priced = Priced(pred.total_ms, pred.calibrated, pred.measured_share)
         self._cache[key] = priced
         return priced
