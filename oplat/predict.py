@@ -265,10 +265,15 @@ class Predictor:
         return wall * float(kernel) / profiled, wall * layout / profiled
 
     def _reorder_parts(self, row: Row) -> tuple[float, float]:
-        """(ReorderInput ms, ReorderOutput ms) of a lone-op row's profile, scaled like
-        :meth:`_times`; (0, 0) where the runtime ran the op without reorders."""
+        """(ms of the layout nodes before the op's first kernel, ms of those after it) of a
+        lone-op row's profile (ORT: ReorderInput / ReorderOutput around a blocked FP32
+        conv, the Transposes around an NHWC QLinearConv), scaled like :meth:`_times`;
+        (0, 0) where the runtime ran the op without them."""
         nodes = row.kernels or []
-        parts = [sum(float(n["median_ms"]) for n in nodes if n.get("op_type") == op) for op in ("ReorderInput", "ReorderOutput")]
+        first = next((i for i, n in enumerate(nodes) if not n.get("layout")), None)
+        if first is None:
+            return 0.0, 0.0
+        parts = [sum(float(n["median_ms"]) for n in part if n.get("layout")) for part in (nodes[:first], nodes[first:])]
         if not any(parts) or self.stat == "median":
             return parts[0], parts[1]
         profiled = sum(float(n["median_ms"]) for n in nodes)
@@ -393,9 +398,10 @@ class Predictor:
         return float(np.median(errors)) if errors else math.inf
 
     # ------------------------------------------------------------------ networks
-    def predict(self, model_or_net) -> Prediction:
-        """Predict an ONNX model (or an already read NetGraph: its in-network reorders,
-        which need the model, are then not priced and the prediction says so)."""
+    def predict(self, model_or_net, *, layout_model=None) -> Prediction:
+        """Predict an ONNX model, or an already read NetGraph: its in-network reorders are
+        then read from ``layout_model`` (a graph with the same nodes and tensor names, at
+        any input size), or not priced and the prediction says so."""
         net = model_or_net if isinstance(model_or_net, NetGraph) else net_graph(model_or_net)
         costs, missing = [], []
         for kernel in net.kernels:
@@ -405,7 +411,7 @@ class Predictor:
                 missing.append((kernel, exc.why))
         if missing:
             raise MissingKernels(self.source or "(in memory)", missing)
-        costs, note = self._inner_reorders(None if model_or_net is net else model_or_net, costs)
+        costs, note = self._inner_reorders(layout_model if model_or_net is net else model_or_net, costs)
         compute = sum(c.compute_ms for c in costs)
         reorder = sum(c.reorder_ms for c in costs)
         layout = sum(c.layout_ms for c in costs)
@@ -441,8 +447,9 @@ class Predictor:
         except Exception as exc:  # ORT refuses the model: price what the table has
             return costs, f"in-network reorders not priced (ONNX Runtime could not optimize the network: {str(exc).splitlines()[0][:160]})"
         charged, unpriced = place_reorders(plan.outputs, plan.inputs, costs)
+        unpriced += plan.inner
         costs = [replace(c, reorder_ms=ms) if ms else c for c, ms in zip(costs, charged)]
-        note = f"{plan.count} in-network reorders from ONNX Runtime's optimized graph, {sum(charged):.2f} ms"
+        note = f"{plan.count} in-network reorders / transposes from ONNX Runtime's optimized graph, {sum(charged):.2f} ms"
         if unpriced:
             note += f" ({unpriced} not priced: no kernel row shows them)"
         return costs, note

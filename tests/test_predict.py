@@ -463,7 +463,7 @@ def test_reorders_inside_the_network_are_priced_where_ort_runs_them():
     assert a.reorder_ms == pytest.approx(0.1 + 0.8)  # conv1's input, conv2's output
     assert b.reorder_ms == pytest.approx(0.1 + 0.2 + 0.4 + 0.8)  # and both around the PRelu
     assert a.total_ms == pytest.approx(a.compute_ms + 0.9) and not a.calibrated
-    assert "4 in-network reorders from ONNX Runtime's optimized graph" in b.reorder_note
+    assert "4 in-network reorders / transposes from ONNX Runtime's optimized graph" in b.reorder_note
     assert a.layout_ms == b.layout_ms == pytest.approx(1.5)  # lone-op reorders: all of them, never added
     # a NetGraph alone has no model for ORT to optimize: said, not guessed
     assert predictor.predict(net_graph(prelu)).reorder_ms == 0.0

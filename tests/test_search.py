@@ -29,6 +29,7 @@ from oplat.graph import net_graph
 from oplat.predict import Predictor
 from oplat.search import (
     QUALITY_PROXY_NAME,
+    Prices,
     arch_kernels,
     arch_net,
     fastest_network,
@@ -194,6 +195,22 @@ def test_kernel_path_predicts_what_the_onnx_graph_does(predictor) -> None:
         fast, slow = predictor.predict(arch_net(arch, precision)), predictor.predict(model)
         assert fast.total_ms == pytest.approx(slow.total_ms, rel=1e-12)
         assert [k.source for k in fast.kernels] == [k.source for k in slow.kernels] == ["measured"] * len(fast.kernels)
+
+
+def test_search_prices_the_in_network_reorders_predict_prices() -> None:
+    """On an ONNX Runtime table the search prices a network with the reorders / transposes
+    ORT runs inside it, read from the graph at a tiny input size, exactly as `predict`
+    prices the full-size ONNX file (the emitted network's breakdown adds up to the
+    search's figure)."""
+    rows = Predictor.from_table(REPO / "results" / "cpu" / "sr-core.jsonl").rows.values()
+    predictor = Predictor(list(rows))  # uncalibrated: the plain sum, reorders weighed 1
+    prices = Prices(predictor, device=None, table_path=None, policy=None, opset="")
+    fp32 = model_from_arch(ABPN)
+    for precision, model in (("fp32", fp32), ("int8", quantize_qdq(fp32))):
+        full = predictor.predict(model)
+        assert full.reorder_ms > 0 and "optimized graph" in full.reorder_note, precision
+        assert prices.price(ABPN, precision).predicted_ms == pytest.approx(full.total_ms, rel=1e-9), precision
+    assert predictor.predict(arch_net(ABPN, "fp32")).reorder_ms == 0.0  # no graph: none priced, and it says so
 
 
 def test_int8_kernels_drop_relu_and_clip() -> None:

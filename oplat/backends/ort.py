@@ -97,18 +97,21 @@ def _new_session(model_bytes: bytes, options: dict, profile_dir: str | None = No
 
 @dataclass(frozen=True)
 class InnerReorders:
-    """The NCHW↔NCHWc reorders ORT runs *inside* one network, by the network's own tensor
-    names: ``outputs`` the tensors a ReorderOutput writes (a blocked op's result that a
-    plain-layout op reads, or a graph output), ``inputs`` the tensors a ReorderInput reads
-    (a plain-layout result that a blocked op reads), with how many ReorderInput nodes read
-    each."""
+    """The layout changes ORT runs *inside* one network, by the network's own tensor names:
+    NCHW↔NCHWc reorders (FP32 convs run blocked) and the Transposes its layout transformer
+    inserts (INT8 QLinearConv runs NHWC). ``outputs``: the tensors such a node writes (a
+    blocked / NHWC op's result that a plain-layout op reads, or a graph output);
+    ``inputs``: the tensors such nodes read (a plain-layout result that a blocked / NHWC
+    op reads), with how many read each; ``inner``: how many run between two inserted
+    tensors (no tensor of the network to charge them to)."""
 
     outputs: frozenset[str]
     inputs: dict[str, int]
+    inner: int = 0
 
     @property
     def count(self) -> int:
-        return len(self.outputs) + sum(self.inputs.values())
+        return len(self.outputs) + sum(self.inputs.values()) + self.inner
 
 
 def inner_reorders(model, options: dict | None = None) -> InnerReorders:
@@ -130,13 +133,20 @@ def inner_reorders(model, options: dict | None = None) -> InnerReorders:
 
         ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         optimized = onnx.load(path, load_external_data=False)
-    outputs, inputs = set(), defaultdict(int)
+    names = {n.name for n in model.graph.node}
+    tensors = {t for n in model.graph.node for t in (*n.input, *n.output)} | {i.name for i in model.graph.input}
+    outputs, inputs, inner = set(), defaultdict(int), 0
     for node in optimized.graph.node:
-        if node.op_type == "ReorderOutput" and node.output:
+        inserted = node.op_type in ("ReorderInput", "ReorderOutput") or (node.op_type == "Transpose" and node.name not in names)
+        if not inserted or not node.input or not node.output:
+            continue
+        if node.output[0] in tensors:
             outputs.add(node.output[0])
-        elif node.op_type == "ReorderInput" and node.input:
+        elif node.input[0] in tensors:
             inputs[node.input[0]] += 1
-    return InnerReorders(frozenset(outputs), dict(inputs))
+        else:
+            inner += 1
+    return InnerReorders(frozenset(outputs), dict(inputs), inner)
 
 
 class OrtSession(Session):

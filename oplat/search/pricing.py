@@ -17,16 +17,16 @@ the table.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from oplat.arch import ArchSpec, arch_ops, macs, model_from_arch, params
+from oplat.arch import ArchSpec, arch_ops, macs, model_from_arch, params, quantize_qdq
 from oplat.devices import Device
 from oplat.errors import OplatError
-from oplat.graph import Kernel, NetGraph
+from oplat.graph import Kernel, NetGraph, net_graph
 from oplat.predict import Predictor
 from oplat.search.proxy import IMAGE_CHANNELS
 from oplat.space import SearchSpace, arch_from_trial
@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 PRECISIONS = ("int8", "fp32")
+#: Input size of the graph whose in-network layout changes the runtime is asked about.
+_PLAN_PIXELS = 8
 
 
 # ---------------------------------------------------------------------- kernels without ONNX
@@ -146,6 +148,23 @@ class Prices:
         self.opset = opset
         self.measured_rows = 0
         self._cache: dict[tuple[ArchSpec, str], Priced] = {}
+        self._plans: dict[tuple[ArchSpec, str], tuple] = {}  # see _named
+
+    def _named(self, arch: ArchSpec, precision: str, net: NetGraph) -> tuple[NetGraph, Any]:
+        """``net`` with the tensor names of its ONNX graph, and that graph at a tiny input
+        size for the runtime to say where it changes layout inside it (the plan depends on
+        the ops and channel counts, not on the pixels; an INT8 graph at full size takes
+        seconds to quantize, at 8×8 a fifth of one). Cached per structure."""
+        tiny = arch.with_input(_PLAN_PIXELS, _PLAN_PIXELS)
+        key = (tiny, precision)
+        if key not in self._plans:
+            model = model_from_arch(tiny)
+            model = quantize_qdq(model) if precision == "int8" else model
+            self._plans[key] = (model, {k.nodes: k for k in net_graph(model).kernels})
+        model, by_nodes = self._plans[key]
+        kernels = [replace(k, inputs=by_nodes[k.nodes].inputs, outputs=by_nodes[k.nodes].outputs) if k.nodes in by_nodes else k
+                   for k in net.kernels]
+        return replace(net, kernels=kernels), model
 
     def _known(self, spec: OpSpec) -> bool:
         p = self.predictor
@@ -185,10 +204,10 @@ class Prices:
         net = arch_net(arch, precision)
         if measure:
             self.ensure_measured([k.spec for k in net.kernels])
-        # FP32 on ORT: the real graph, so the reorders ORT runs inside it are priced as
-        # `oplat predict` prices the emitted file (INT8 convs run unblocked: none to find)
-        model = model_from_arch(arch) if precision == "fp32" and self.predictor.prices_reorders else None
-        pred = self.predictor.predict(model if model is not None else net)
+        layout = None
+        if self.predictor.prices_reorders:  # price the reorders ORT runs inside it, as `predict` does
+            net, layout = self._named(arch, precision, net)
+        pred = self.predictor.predict(net, layout_model=layout)
         priced = Priced(pred.total_ms, pred.calibrated, pred.measured_share)
         self._cache[key] = priced
         return priced
