@@ -186,7 +186,7 @@ def run_device(device_name: str, networks: list[Net], table_dir: Path, *, quick:
     specs, models = [], {}
     for n in nets_here:
         try:
-            kms = extract_kernels(load_onnx(str(n.path)))
+            kms = extract_kernels(load_onnx(str(n.path)), device=device)
         except Exception as exc:  # noqa: BLE001
             n.predict_error = f"extraction failed: {type(exc).__name__}: {exc}"[:300]
             print(f"[{device_name}] {n.label}: {n.predict_error}", flush=True)

@@ -30,6 +30,7 @@ Initializer names are stable and part of the contract (tests read them): FP32 co
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from oplat.errors import OplatError
 from oplat.nodespec import ELEM_NAMES, NodeSpec, elem_name
+from oplat.onnxgraph import nhwc_context
 from oplat.spec import OpSpec
 
 __all__ = [
@@ -84,6 +86,8 @@ def model_from_op(spec) -> onnx.ModelProto:
         output ``y`` of shape ``spec.output_shape`` (same element type as the inputs).
         No I/O is done; the same spec always gives the same bytes.
     """
+    if spec.layout == "nhwc":  # the NCHW op between Transposes the runtime cancels
+        return nhwc_context(model_from_op(dataclasses.replace(spec, layout="nchw")))
     if spec.op == "onnx":
         return model_from_nodespec(spec)
     rng = np.random.default_rng(zlib.crc32(spec.key.encode()))

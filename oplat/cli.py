@@ -93,7 +93,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     if args.model:
         if args.opset:
             raise OplatError("give --opset or --model, not both (run measure twice to do both)")
-        specs, models, name = _model_kernels(args.model, precisions)
+        specs, models, name = _model_kernels(args.model, precisions, device)
     else:
         opset = load_opset(args.opset or "sr-core", precisions=precisions)
         specs, name = opset.specs, opset.name
@@ -180,14 +180,15 @@ def _measure_on_pool(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_kernels(paths: list[str], precisions: list[str] | None):
-    """(specs, {key: (model, feeds)}, op-set name) of every distinct kernel of the networks."""
+def _model_kernels(paths: list[str], precisions: list[str] | None, device=None):
+    """(specs, {key: (model, feeds)}, op-set name) of every distinct kernel of the networks
+    (with their NHWC variants where ``device`` runs them so inside the network)."""
     from oplat.extract import extract_kernels
     from oplat.onnxgraph import load_onnx
 
     specs, models = [], {}
     for path in paths:
-        for km in extract_kernels(load_onnx(path)):
+        for km in extract_kernels(load_onnx(path), device=device):
             if precisions and km.spec.precision not in precisions:
                 continue
             if km.spec.key not in models:

@@ -8,12 +8,20 @@ activations crossing the edge become graph inputs. Those inputs are fed with the
 they really have inside the network on generated input: the network runs once in ONNX
 Runtime with every cut tensor as an extra output, so a kernel sees activations in their
 real range (a quantized kernel its real uint8 codes).
+
+Given the ONNX Runtime device, a kernel that ORT runs on NHWC data inside the network
+(a PRelu or MaxPool between INT8 convs; :func:`oplat.backends.ort.inner_reorders`) is cut
+a second time as its ``nhwc`` variant: the same model between Transposes ORT's transpose
+optimizer cancels (:func:`oplat.onnxgraph.nhwc_context`), so it runs as in the network.
+Where ORT keeps those Transposes (a uint8 MaxPool alone stays a MaxPool; inside the network
+it becomes an NhwcMaxPool), the variant would not time what the network runs and is left
+out: the predictor then prices the NCHW row and says the kernel runs NHWC in the network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -22,7 +30,7 @@ from oplat.build import inputs_for
 from oplat.errors import OplatError
 from oplat.fold import prepare
 from oplat.graph import Kernel, net_graph
-from oplat.onnxgraph import infer_shapes
+from oplat.onnxgraph import infer_shapes, nhwc_context, nhwc_feeds
 
 __all__ = ["KernelModel", "extract_kernels", "kernel_model"]
 
@@ -103,18 +111,46 @@ def _real_values(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, np.n
     return {**feeds, **dict(zip(wanted, values))}
 
 
-def extract_kernels(model: onnx.ModelProto) -> list[KernelModel]:
+def extract_kernels(model: onnx.ModelProto, *, device=None) -> list[KernelModel]:
     """Every distinct kernel of ``model`` (by key, first occurrence), cut out as a model of
-    its own with feeds of its real activations."""
+    its own with feeds of its real activations; with ``device`` the ONNX Runtime device,
+    also the ``nhwc`` variant of each kernel ORT runs on NHWC data inside the network."""
     typed = _typed(model)
     net = net_graph(typed)
     distinct: dict[str, Kernel] = {}
     for kernel in net.kernels:
         distinct.setdefault(kernel.spec.key, kernel)
+    nhwc_nodes = _nhwc_nodes(model, device)
+    in_nhwc = {k.spec.key for k in net.kernels if nhwc_nodes.intersection(k.nodes)}
     values = _real_values(typed, [t for k in distinct.values() for t in k.inputs])
     out = []
     for kernel in distinct.values():
         cut = kernel_model(typed, kernel)
         feeds = {name: np.ascontiguousarray(values[name]) for name in kernel.inputs}
         out.append(KernelModel(kernel, cut, feeds))
+        if kernel.spec.key in in_nhwc:
+            context = nhwc_context(cut)
+            if _cancelled(context, device):
+                out.append(KernelModel(replace(kernel, spec=replace(kernel.spec, layout="nhwc")), context, nhwc_feeds(feeds, context)))
     return out
+
+
+def _cancelled(context: onnx.ModelProto, device) -> bool:
+    from oplat.backends.ort import runs_without_transposes
+
+    try:
+        return runs_without_transposes(context, device.options)
+    except Exception:  # noqa: BLE001 - ORT refuses the variant: measure the NCHW cut only
+        return False
+
+
+def _nhwc_nodes(model: onnx.ModelProto, device) -> frozenset[str]:
+    """Nodes ``device`` runs on NHWC data inside ``model`` (ONNX Runtime only)."""
+    if device is None or device.backend != "ort":
+        return frozenset()
+    from oplat.backends.ort import inner_reorders
+
+    try:
+        return inner_reorders(model, device.options).nhwc
+    except Exception:  # ORT refuses the network: the NCHW cuts are still measured  # noqa: BLE001
+        return frozenset()

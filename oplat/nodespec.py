@@ -94,6 +94,9 @@ class NodeSpec:
     slots: tuple[int, ...] = ()
     precision: str = "fp32"
     outputs: tuple[dict, ...] = ()
+    #: ``nhwc``: the kernel as the runtime runs it inside an NHWC region of a network
+    #: (its model takes and returns NHWC tensors); in the key only when not ``nchw``
+    layout: str = "nchw"
     op: str = field(default="onnx", init=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +104,8 @@ class NodeSpec:
             raise OplatError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
         if not self.ops:
             raise OplatError("a node kernel needs at least one op")
+        if self.layout not in ("nchw", "nhwc"):
+            raise OplatError(f"unknown layout {self.layout!r}; known: nchw, nhwc")
         if len(self.attrs) != len(self.ops) or (self.slots and len(self.slots) != len(self.ops)):
             raise OplatError("a node kernel needs one attribute object and one slot count per op")
         if any(c.get("empty") and set(c) - {"op", "slot", "empty"} for c in self.consts):
@@ -120,6 +125,7 @@ class NodeSpec:
             "slots": list(self.slots),
             "precision": self.precision,
             "outputs": [dict(sorted(o.items())) for o in self.outputs],
+            **({"layout": self.layout} if self.layout != "nchw" else {}),
         }
 
     @cached_property
@@ -139,6 +145,7 @@ class NodeSpec:
                 slots=tuple(int(s) for s in data.get("slots", [])),
                 precision=str(data.get("precision", "fp32")),
                 outputs=tuple(dict(o) for o in data.get("outputs", [])),
+                layout=str(data.get("layout", "nchw")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise OplatError(f"malformed node kernel spec ({type(exc).__name__}: {exc})") from None
@@ -193,7 +200,8 @@ class NodeSpec:
             if c["op"] == 0 and c["slot"] == 1 and self.ops[0] in ("Conv", "ConvTranspose"):
                 notes.insert(0, f"→{c['shape'][0] if self.ops[0] == 'Conv' else c['shape'][1] * first.get('group', 1)}")
         batch = f"n{self.n} " if self.n != 1 else ""
-        return f"{self.kind} {batch}{dims}{' (' + ', '.join(notes) + ')' if notes else ''} {self.precision}"
+        layout = " nhwc" if self.layout == "nhwc" else ""
+        return f"{self.kind} {batch}{dims}{' (' + ', '.join(notes) + ')' if notes else ''} {self.precision}{layout}"
 
     @property
     def input_shapes(self) -> list[tuple[int, ...]]:

@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from oplat.errors import OplatError
 
-__all__ = ["GraphIndex", "attr", "infer_shapes", "load_onnx"]
+__all__ = ["GraphIndex", "attr", "infer_shapes", "load_onnx", "nhwc_context", "nhwc_feeds"]
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -25,6 +25,57 @@ def attr(node: onnx.NodeProto, name: str, default=None):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
+
+
+def _rank4(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    dims = _dims(value)
+    return dims if dims is not None and len(dims) == 4 else None
+
+
+def nhwc_context(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` as it runs inside an NHWC region of a network: every 4-D input comes in
+    NHWC (``<name>_nhwc``) through a Transpose to NCHW, every 4-D output leaves through a
+    Transpose to NHWC. A runtime that pushes Transposes through layout-agnostic ops (ORT's
+    transpose optimizer: Quantize/Dequantize, element-wise ops, PRelu, Resize, concat,
+    MaxPool → NhwcMaxPool) cancels them and runs the op in NHWC, as in the network."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    pre, inputs = [], []
+    for i, value in enumerate(g.input):
+        dims = _rank4(value)
+        if dims is None:
+            inputs.append(value)
+            continue
+        n, c, h, w = dims
+        inputs.append(onnx.helper.make_tensor_value_info(value.name + "_nhwc", value.type.tensor_type.elem_type, [n, h, w, c]))
+        pre.append(onnx.helper.make_node("Transpose", [value.name + "_nhwc"], [value.name], perm=[0, 3, 1, 2], name=f"nhwc_in{i}"))
+    post, outputs = [], []
+    for i, value in enumerate(g.output):
+        dims = _rank4(value)
+        if dims is None:
+            outputs.append(value)
+            continue
+        n, c, h, w = dims
+        outputs.append(onnx.helper.make_tensor_value_info(value.name + "_nhwc", value.type.tensor_type.elem_type, [n, h, w, c]))
+        post.append(onnx.helper.make_node("Transpose", [value.name], [value.name + "_nhwc"], perm=[0, 2, 3, 1], name=f"nhwc_out{i}"))
+    nodes = [*pre, *g.node, *post]
+    del g.node[:], g.input[:], g.output[:]
+    g.node.extend(nodes)
+    g.input.extend(inputs)
+    g.output.extend(outputs)
+    return out
+
+
+def nhwc_feeds(feeds: dict[str, np.ndarray], context: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Feeds of a model for its :func:`nhwc_context` form ``context`` (4-D ones transposed)."""
+    out = {}
+    for value in context.graph.input:
+        if value.name.endswith("_nhwc") and value.name[:-5] in feeds:
+            out[value.name] = np.ascontiguousarray(feeds[value.name[:-5]].transpose(0, 2, 3, 1))
+        else:
+            out[value.name] = feeds[value.name]
+    return out
 
 
 def load_onnx(path: str) -> onnx.ModelProto:

@@ -136,7 +136,7 @@ def _family(spec: OpSpec) -> tuple:
     (ORT INT8 27- vs 28-channel), so an aligned conv is never priced from odd rows."""
     aligned = (spec.c_out % 4 == 0) if spec.c_out else None
     return (spec.op, spec.kernel, spec.precision, spec.mode, spec.scale, spec.block,
-            spec.arity if spec.op == "concat" else None, aligned)
+            spec.arity if spec.op == "concat" else None, aligned, spec.layout)
 
 
 #: Channel tiles a runtime may pad a convolution's channels to (vector lanes, blocked
@@ -403,15 +403,19 @@ class Predictor:
         then read from ``layout_model`` (a graph with the same nodes and tensor names, at
         any input size), or not priced and the prediction says so."""
         net = model_or_net if isinstance(model_or_net, NetGraph) else net_graph(model_or_net)
+        plan, note = self._layout_plan(layout_model if model_or_net is net else model_or_net)
+        nhwc = plan.nhwc if plan is not None else frozenset()
         costs, missing = [], []
         for kernel in net.kernels:
             try:
-                costs.append(self.kernel_cost(kernel))
+                in_nhwc = bool(nhwc.intersection(kernel.nodes))
+                costs.append(self._nhwc_cost(kernel) if in_nhwc else self.kernel_cost(kernel))
             except _Missing as exc:
                 missing.append((kernel, exc.why))
         if missing:
             raise MissingKernels(self.source or "(in memory)", missing)
-        costs, note = self._inner_reorders(layout_model if model_or_net is net else model_or_net, costs)
+        if plan is not None:
+            costs, note = self._charge_reorders(plan, costs)
         compute = sum(c.compute_ms for c in costs)
         reorder = sum(c.reorder_ms for c in costs)
         layout = sum(c.layout_ms for c in costs)
@@ -433,19 +437,40 @@ class Predictor:
             reorder_note=note,
         )
 
-    def _inner_reorders(self, model, costs: list[KernelCost]) -> tuple[list[KernelCost], str]:
-        """``costs`` with the reorders the runtime runs inside ``model`` charged to the
-        kernels whose rows show them, and a sentence saying how they were found."""
+    def _layout_plan(self, model):
+        """(where the runtime changes layout inside ``model``, or None; why not, if not)."""
         if not self.prices_reorders:
-            return costs, ""
+            return None, ""
         if model is None:
-            return costs, "in-network reorders not priced (no ONNX model to read them from)"
+            return None, "in-network reorders not priced (no ONNX model to read them from)"
         from oplat.backends.ort import inner_reorders
 
         try:
-            plan = inner_reorders(model, self.device.get("options"))
+            return inner_reorders(model, self.device.get("options")), ""
         except Exception as exc:  # ORT refuses the model: price what the table has
-            return costs, f"in-network reorders not priced (ONNX Runtime could not optimize the network: {str(exc).splitlines()[0][:160]})"
+            return None, f"in-network reorders not priced (ONNX Runtime could not optimize the network: {str(exc).splitlines()[0][:160]})"
+
+    def _nhwc_cost(self, kernel: Kernel) -> KernelCost:
+        """A kernel the runtime runs on NHWC data inside the network (alone it would run
+        NCHW): its ``nhwc`` row (``measure --model`` cuts it between Transposes the runtime
+        cancels); without one, its NCHW row, and the basis says so. The layout changes at
+        its edge keep the NCHW row's shares (the same tensors)."""
+        nhwc = replace(kernel.spec, layout="nhwc")
+        found = self._exact(nhwc)
+        if found is None:
+            cost = self.kernel_cost(kernel)
+            return replace(cost, basis=f"{cost.basis}; runs in NHWC inside the network, priced from its NCHW row "
+                                       "(`measure --model` adds the NHWC one)")
+        cost = self.kernel_cost(replace(kernel, spec=nhwc))
+        try:
+            plain = self._lone_cost(kernel)
+        except _Missing:
+            return cost
+        return replace(cost, reorder_in_ms=plain.reorder_in_ms, reorder_out_ms=plain.reorder_out_ms)
+
+    def _charge_reorders(self, plan, costs: list[KernelCost]) -> tuple[list[KernelCost], str]:
+        """``costs`` with the layout changes of ``plan`` charged to the kernels whose rows
+        show them, and a sentence saying how they were found."""
         charged, unpriced = place_reorders(plan.outputs, plan.inputs, costs)
         unpriced += plan.inner
         costs = [replace(c, reorder_ms=ms) if ms else c for c, ms in zip(costs, charged)]

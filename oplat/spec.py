@@ -27,7 +27,9 @@ __all__ = [
 OPS = ("conv", "conv+relu", "add", "concat", "resize", "relu", "clip", "depth_to_space")
 PRECISIONS = ("fp32", "fp16", "int8")
 RESIZE_MODES = ("nearest", "bilinear")
-LAYOUTS = ("nchw",)
+#: ``nhwc``: the op as a runtime runs it inside an NHWC region of a network (ORT's INT8
+#: graphs): its model takes and returns NHWC tensors (see :func:`oplat.onnxgraph.nhwc_context`).
+LAYOUTS = ("nchw", "nhwc")
 
 # Which attribute fields each op takes; every other attribute must stay None.
 _OP_ATTRS: dict[str, frozenset[str]] = {
@@ -61,7 +63,8 @@ class OpSpec:
         lo, hi: clip range (clip), in the tensor's real-valued units.
         precision: ``fp32``, ``fp16`` (half-precision tensors and weights) or ``int8``
             (QDQ: uint8 activations, int8 per-channel weights).
-        layout: tensor layout of the model's inputs and outputs.
+        layout: tensor layout of the model's inputs and outputs (``nhwc``: the op as it
+            runs inside an NHWC region of a network).
     """
 
     op: str
@@ -214,7 +217,8 @@ class OpSpec:
         else:
             name = f"{self.op} c{self.c}"
         batch = f"n{self.n} " if self.n != 1 else ""
-        return f"{name} {batch}{self.h}×{self.w} {self.precision}"
+        layout = " nhwc" if self.layout == "nhwc" else ""
+        return f"{name} {batch}{self.h}×{self.w} {self.precision}{layout}"
 
 
 def _pos_int(value: object) -> bool:

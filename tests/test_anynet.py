@@ -10,6 +10,8 @@ ONNX Runtime's QDQ INT8.
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -362,3 +364,52 @@ def test_an_op_set_entry_names_any_onnx_op_checked_against_its_schema(cli, tmp_p
     assert_one_line_error(cli("measure", "--opset", str(bad), "--out", str(tmp_path / "t.jsonl")), "entry 1", "attrs", "strieds")
     bad.write_text('name = "bad"\n[[entry]]\nop = "MaxPoool"\ninputs = [[1, 8, 16, 16]]\n')
     assert_one_line_error(cli("measure", "--opset", str(bad), "--out", str(tmp_path / "t.jsonl")), "entry 1", "not an ONNX operator")
+
+
+# ------------------------------------------------------------------ runtime layout context
+def test_a_kernel_ort_runs_in_nhwc_inside_the_network_is_cut_and_priced_so():
+    """In an INT8 network ORT runs the float PRelu between two NHWC QLinearConvs on NHWC
+    data (1.3× slower here than alone in NCHW). `measure --model` on cpu cuts it a second
+    time between Transposes ORT cancels, so it runs as in the network; `predict` prices
+    it from that row, and says so where the table has only the NCHW one."""
+    import onnxruntime as ort
+    from dataclasses import replace
+
+    from oplat.backends.ort import inner_reorders
+    from oplat.devices import get_device
+
+    model = quantize_qdq(ecbsr())
+    assert {"prelu0", "prelu1", "prelu2"} <= inner_reorders(model).nhwc
+    assert not inner_reorders(ecbsr()).nhwc  # FP32: blocked NCHWc, no NHWC region
+    kms = extract_kernels(model, device=get_device("cpu"))
+    nhwc = [km for km in kms if km.spec.layout == "nhwc"]
+    assert nhwc and all(km.spec.kind == "PRelu" for km in nhwc) and len(nhwc) < len(kms)
+    assert all(km.spec.layout == "nchw" for km in extract_kernels(model))  # no device: the NCHW cuts only
+    plain = {km.spec.key: km for km in kms if km.spec.layout == "nchw"}
+    for km in nhwc:
+        onnx.checker.check_model(km.model, full_check=True)
+        base = plain[replace(km.spec, layout="nchw").key]
+        (a,) = exact_session(km.model).run(None, km.feeds)
+        (b,) = exact_session(base.model).run(None, base.feeds)
+        np.testing.assert_array_equal(a, b.transpose(0, 2, 3, 1))
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tempfile.mkdtemp()) / "opt.onnx")
+        ort.InferenceSession(km.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        assert "Transpose" not in {n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node}
+        assert km.spec.label().endswith("int8 nhwc") and km.spec.key != base.spec.key
+
+    device = {"name": "cpu", "runtime": "onnxruntime", "options": {"graph_optimization": "all", "threads": 1}}
+
+    def row(spec, ms):
+        return {"schema_version": 1, "key": spec.key, "spec": spec.as_dict(), "label": spec.label(), "status": "ok",
+                "device": device, "median_ms": ms, "p10_ms": ms, "kernel_ms": ms, "layout_ms": 0.0}
+
+    rows = [row(km.spec, 1.3 if km.spec.layout == "nhwc" else 1.0) for km in kms]
+    pred = Predictor(rows, stat="median").predict(model)
+    prelus = [c for c in pred.kernels if getattr(c.kernel.spec, "kind", "") == "PRelu"]
+    assert len(prelus) == 3 and all(c.compute_ms == pytest.approx(1.3) and c.source == "measured" for c in prelus)
+    assert all(c.compute_ms == pytest.approx(1.0) for c in pred.kernels if getattr(c.kernel.spec, "kind", "") != "PRelu")
+    older = Predictor([r for r in rows if r["spec"].get("layout") != "nhwc"], stat="median").predict(model)
+    prelus = [c for c in older.kernels if getattr(c.kernel.spec, "kind", "") == "PRelu"]
+    assert all(c.compute_ms == pytest.approx(1.0) and "runs in NHWC inside the network" in c.basis for c in prelus)

@@ -276,3 +276,22 @@ def test_openvino_reads_and_runs(precision: str) -> None:
             if op.get_rt_info()["layerType"].astype(str) == "Convolution"
         }
         assert conv_precisions <= {"u8", "i8"}, conv_precisions
+
+
+def test_an_nhwc_spec_builds_the_op_between_transposes_ort_cancels():
+    """``layout = "nhwc"``: the NCHW op's model taking and returning NHWC tensors; ORT
+    pushes the Transposes through a layout-agnostic op and cancels them, and the result is
+    the NCHW op's, transposed. The NCHW key is what it always was."""
+
+    from oplat.backends.ort import runs_without_transposes
+
+    nchw, nhwc = OpSpec("add", 8, 6, 10, precision="int8"), OpSpec("add", 8, 6, 10, precision="int8", layout="nhwc")
+    assert '"layout":"nchw"' in nchw.key and nhwc.key != nchw.key and nhwc.label().endswith("int8 nhwc")
+    a, b = model_from_op(nchw), model_from_op(nhwc)
+    onnx.checker.check_model(b, full_check=True)
+    assert [d.dim_value for d in b.graph.input[0].type.tensor_type.shape.dim] == [1, 6, 10, 8]
+    assert runs_without_transposes(b) and runs_without_transposes(a)
+    feeds = inputs_for(a)
+    run = lambda m, f: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, f)[0]  # noqa: E731
+    wrapped = {i.name: np.ascontiguousarray(feeds[i.name[:-5]].transpose(0, 2, 3, 1)) for i in b.graph.input}
+    np.testing.assert_array_equal(run(b, wrapped), run(a, feeds).transpose(0, 2, 3, 1))

@@ -20,7 +20,8 @@ import numpy as np
 
 from oplat.backends import KernelProfile, Session, Unsupported, import_problem, summarize_profile
 
-__all__ = ["MODEL_FORMATS", "InnerReorders", "available", "exact_session", "fingerprint", "inner_reorders", "runtime", "open"]
+__all__ = ["MODEL_FORMATS", "InnerReorders", "available", "exact_session", "fingerprint", "inner_reorders", "runtime",
+           "runs_without_transposes", "open"]
 
 #: Model formats :func:`open` takes.
 MODEL_FORMATS: tuple[str, ...] = ("onnx",)
@@ -103,11 +104,15 @@ class InnerReorders:
     blocked / NHWC op's result that a plain-layout op reads, or a graph output);
     ``inputs``: the tensors such nodes read (a plain-layout result that a blocked / NHWC
     op reads), with how many read each; ``inner``: how many run between two inserted
-    tensors (no tensor of the network to charge them to)."""
+    tensors (no tensor of the network to charge them to). ``nhwc``: the network's own
+    nodes (by name) that ORT runs on NHWC data inside it although alone they would run
+    NCHW (a PRelu, MaxPool, Resize or concat between INT8 convs; the convs themselves
+    run NHWC alone too, between Transposes their rows show)."""
 
     outputs: frozenset[str]
     inputs: dict[str, int]
     inner: int = 0
+    nhwc: frozenset[str] = frozenset()
 
     @property
     def count(self) -> int:
@@ -136,6 +141,7 @@ def inner_reorders(model, options: dict | None = None) -> InnerReorders:
     names = {n.name for n in model.graph.node}
     tensors = {t for n in model.graph.node for t in (*n.input, *n.output)} | {i.name for i in model.graph.input}
     outputs, inputs, inner = set(), defaultdict(int), 0
+    nhwc = _nhwc_nodes(optimized, names)
     for node in optimized.graph.node:
         inserted = node.op_type in ("ReorderInput", "ReorderOutput") or (node.op_type == "Transpose" and node.name not in names)
         if not inserted or not node.input or not node.output:
@@ -146,7 +152,64 @@ def inner_reorders(model, options: dict | None = None) -> InnerReorders:
             inputs[node.input[0]] += 1
         else:
             inner += 1
-    return InnerReorders(frozenset(outputs), dict(inputs), inner)
+    return InnerReorders(frozenset(outputs), dict(inputs), inner, nhwc)
+
+
+def runs_without_transposes(model, options: dict | None = None) -> bool:
+    """Whether ORT's optimized graph of ``model`` has no Transpose left (an
+    :func:`oplat.onnxgraph.nhwc_context` model whose Transposes ORT pushed through the
+    kernel and cancelled, so the kernel runs NHWC as inside its network)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="oplat-nhwc-") as tmp:
+        so = _session_options({**dict(options or {}), "threads": 1})
+        so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(so.optimized_model_filepath, load_external_data=False)
+    return all(n.op_type != "Transpose" for n in optimized.graph.node)
+
+
+#: Ops that run NHWC even alone (their lone rows show the Transposes around them).
+_NHWC_ALONE = ("QLinearConv", "Conv", "ConvInteger", "FusedConv", "NhwcConv")
+
+
+def _original_name(name: str, names: set[str]) -> str | None:
+    """The network node an optimized node stands for (ORT appends ``_token_N`` to nodes
+    it rewrites: ``maxpool1_token_58`` is ``maxpool1`` run as NhwcMaxPool)."""
+    if name in names:
+        return name
+    base = name.split("_token_")[0]
+    return base if base in names else None
+
+
+def _nhwc_nodes(optimized, names: set[str]) -> frozenset[str]:
+    """Names of the network's nodes whose data input is NHWC in ORT's optimized graph:
+    layouts propagate from the graph inputs (NCHW) through the inserted Transposes
+    (perm 0,2,3,1 to NHWC, 0,3,1,2 back), channels-last convs and Nhwc* ops (NHWC out),
+    and every other op (its data input's layout)."""
+    from onnx import helper as onnx_helper
+
+    inits = {t.name for t in optimized.graph.initializer}
+    layout: dict[str, str] = {}
+    found = set()
+    for node in optimized.graph.node:
+        data = [t for t in node.input if t and t not in inits]
+        here = layout.get(data[0], "nchw") if data else "nchw"
+        attrs = {a.name: onnx_helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Transpose":
+            perm = list(attrs.get("perm", []))
+            out = "nhwc" if perm == [0, 2, 3, 1] and here == "nchw" else "nchw" if perm == [0, 3, 1, 2] and here == "nhwc" else "other"
+        elif attrs.get("channels_last") == 1 or node.op_type.startswith("Nhwc"):
+            out = "nhwc"
+        else:
+            out = here
+        original = _original_name(node.name, names)
+        if here == "nhwc" and original and node.op_type not in _NHWC_ALONE and node.op_type != "Transpose":
+            found.add(original)
+        for t in node.output:
+            layout[t] = out
+    return frozenset(found)
 
 
 class OrtSession(Session):
