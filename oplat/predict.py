@@ -460,7 +460,7 @@ class Predictor:
         if found is None:
             cost = self.kernel_cost(kernel)
             return replace(cost, basis=f"{cost.basis}; runs in NHWC inside the network, priced from its NCHW row "
-                                       "(`measure --model` adds the NHWC one)")
+                                       "(`measure --model` on cpu adds an NHWC row where ORT runs the kernel so alone)")
         cost = self.kernel_cost(replace(kernel, spec=nhwc))
         try:
             plain = self._lone_cost(kernel)
