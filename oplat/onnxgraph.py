@@ -36,35 +36,37 @@ def nhwc_context(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` as it runs inside an NHWC region of a network: every 4-D input comes in
     NHWC (``<name>_nhwc``) through a Transpose to NCHW, every 4-D output leaves through a
     Transpose to NHWC. A runtime that pushes Transposes through layout-agnostic ops (ORT's
-    transpose optimizer: Quantize/Dequantize, element-wise ops, PRelu, Resize, concat,
-    MaxPool → NhwcMaxPool) cancels them and runs the op in NHWC, as in the network."""
+    transpose optimizer: Quantize/Dequantize, element-wise ops, PRelu, Resize, concat)
+    cancels them and runs the op in NHWC, as in the network; where it keeps them (a uint8
+    MaxPool alone), :func:`oplat.backends.ort.runs_without_transposes` says so."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    pre, inputs = [], []
-    for i, value in enumerate(g.input):
-        dims = _rank4(value)
-        if dims is None:
-            inputs.append(value)
-            continue
-        n, c, h, w = dims
-        inputs.append(onnx.helper.make_tensor_value_info(value.name + "_nhwc", value.type.tensor_type.elem_type, [n, h, w, c]))
-        pre.append(onnx.helper.make_node("Transpose", [value.name + "_nhwc"], [value.name], perm=[0, 3, 1, 2], name=f"nhwc_in{i}"))
-    post, outputs = [], []
-    for i, value in enumerate(g.output):
-        dims = _rank4(value)
-        if dims is None:
-            outputs.append(value)
-            continue
-        n, c, h, w = dims
-        outputs.append(onnx.helper.make_tensor_value_info(value.name + "_nhwc", value.type.tensor_type.elem_type, [n, h, w, c]))
-        post.append(onnx.helper.make_node("Transpose", [value.name], [value.name + "_nhwc"], perm=[0, 2, 3, 1], name=f"nhwc_out{i}"))
+    inputs, pre = _nhwc_edge(g.input, "in")
+    outputs, post = _nhwc_edge(g.output, "out")
     nodes = [*pre, *g.node, *post]
     del g.node[:], g.input[:], g.output[:]
     g.node.extend(nodes)
     g.input.extend(inputs)
     g.output.extend(outputs)
     return out
+
+
+def _nhwc_edge(values, side: str) -> tuple[list, list]:
+    """(the graph's ``values`` with each 4-D one as ``<name>_nhwc`` in NHWC, the Transposes
+    joining them: NHWC → NCHW on the ``in`` side, NCHW → NHWC on the ``out`` side)."""
+    kept, transposes = [], []
+    for i, value in enumerate(values):
+        dims = _rank4(value)
+        if dims is None:
+            kept.append(value)
+            continue
+        n, c, h, w = dims
+        name = value.name + "_nhwc"
+        kept.append(onnx.helper.make_tensor_value_info(name, value.type.tensor_type.elem_type, [n, h, w, c]))
+        src, dst, perm = (name, value.name, [0, 3, 1, 2]) if side == "in" else (value.name, name, [0, 2, 3, 1])
+        transposes.append(onnx.helper.make_node("Transpose", [src], [dst], perm=perm, name=f"nhwc_{side}{i}"))
+    return kept, transposes
 
 
 def nhwc_feeds(feeds: dict[str, np.ndarray], context: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -125,19 +125,10 @@ def inner_reorders(model, options: dict | None = None) -> InnerReorders:
     ``all``, where the transformer runs). Another ISA has another NCHWc block (8 floats on
     AVX2, 16 on AVX-512), so the predictor counts a reorder only where the kernel's own
     table row shows the runtime ran that kernel blocked."""
-    import onnx
-
     options = dict(options or {})
     if options.get("graph_optimization", "all") != "all":
         return InnerReorders(frozenset(), {})
-    with tempfile.TemporaryDirectory(prefix="oplat-nchwc-") as tmp:
-        path = os.path.join(tmp, "optimized.onnx")
-        so = _session_options({**options, "threads": 1})
-        so.optimized_model_filepath = path
-        import onnxruntime as ort
-
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(path, load_external_data=False)
+    optimized = _optimized_graph(model, options)
     names = {n.name for n in model.graph.node}
     tensors = {t for n in model.graph.node for t in (*n.input, *n.output)} | {i.name for i in model.graph.input}
     outputs, inputs, inner = set(), defaultdict(int), 0
@@ -159,15 +150,19 @@ def runs_without_transposes(model, options: dict | None = None) -> bool:
     """Whether ORT's optimized graph of ``model`` has no Transpose left (an
     :func:`oplat.onnxgraph.nhwc_context` model whose Transposes ORT pushed through the
     kernel and cancelled, so the kernel runs NHWC as inside its network)."""
+    return all(n.op_type != "Transpose" for n in _optimized_graph(model, options).graph.node)
+
+
+def _optimized_graph(model, options: dict | None):
+    """The graph ORT optimizes ``model`` into on this host (1 thread, ``options``' level)."""
     import onnx
     import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory(prefix="oplat-nhwc-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="oplat-ort-opt-") as tmp:
         so = _session_options({**dict(options or {}), "threads": 1})
         so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
         ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(so.optimized_model_filepath, load_external_data=False)
-    return all(n.op_type != "Transpose" for n in optimized.graph.node)
+        return onnx.load(so.optimized_model_filepath, load_external_data=False)
 
 
 #: Ops that run NHWC even alone (their lone rows show the Transposes around them).
