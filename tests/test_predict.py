@@ -482,3 +482,21 @@ def test_composition_files_from_before_reorders_were_priced_weigh_them_zero():
     comp = fit_composition(samples)
     assert comp.compute == pytest.approx(1.2) and comp.reorder == comp.compute
     assert comp.total(samples[3][0]) == pytest.approx(1.2 * 48)
+
+
+def test_a_fit_from_before_reorders_were_priced_says_it_leaves_them_out():
+    from oplat.report.prediction import composition_text
+
+    model = _conv_prelu_model(True)
+    rows = []
+    for kernel in net_graph(model).kernels:
+        row = _ort_row(kernel.spec, 1.0, 0.1, 0.2) if kernel.spec.op == "conv" else fake_row(kernel.spec, 0.5)
+        row["device"] = _ort_row(kernel.spec, 1.0, 0.1, 0.2)["device"]
+        rows.append(row)
+    legacy = {"fp32": Composition.from_json({"compute": 1.0, "networks": 8, "fit_mape_pct": 1.0})}
+    pred = Predictor(rows, composition=legacy, stat="median").predict(model)
+    assert pred.reorder_ms > 0 and pred.total_ms == pytest.approx(pred.compute_ms)
+    assert "fitted before in-network reorders were priced" in composition_text(pred)
+    fresh = Predictor(rows, composition={"fp32": Composition(networks=8, fit_mape_pct=1.0)}, stat="median").predict(model)
+    assert fresh.total_ms == pytest.approx(fresh.compute_ms + fresh.reorder_ms)
+    assert "fitted before" not in composition_text(fresh)

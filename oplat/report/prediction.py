@@ -51,6 +51,8 @@ def composition_text(pred: Prediction) -> str:
             f"calibrated on {c.networks} measured networks (fit error {c.fit_mape_pct:.1f}%): "
             f"{c.compute:.3f}×compute + {c.reorder:.3f}×in-network reorders + {c.boundary_per_melem_ms:.3f} ms/Melem boundary "
             f"+ {c.const_ms:.3f} ms"
+            + ("; fitted before in-network reorders were priced: its compute scale absorbs them, "
+               "`oplat calibrate` refits" if c.reorder == 0 and pred.reorder_ms > 0 else "")
         )
     return ("UNCALIBRATED: plain sum of per-kernel compute times and in-network reorders "
             "(run `oplat calibrate` to fit the composition)")
