@@ -13,9 +13,11 @@ Given the ONNX Runtime device, a kernel that ORT runs on NHWC data inside the ne
 (a PRelu or MaxPool between INT8 convs; :func:`oplat.backends.ort.inner_reorders`) is cut
 a second time as its ``nhwc`` variant: the same model between Transposes ORT's transpose
 optimizer cancels (:func:`oplat.onnxgraph.nhwc_context`), so it runs as in the network.
-Where ORT keeps those Transposes (a uint8 MaxPool alone stays a MaxPool; inside the network
-it becomes an NhwcMaxPool), the variant would not time what the network runs and is left
-out: the predictor then prices the NCHW row and says the kernel runs NHWC in the network.
+Where ORT keeps those Transposes (a uint8 MaxPool alone stays an NCHW MaxPool; inside the
+network it becomes ORT's contrib ``NhwcMaxPool``, 20–30× faster here), the variant is that NHWC
+node from ORT's optimized graph of the network, alone at the kernel's shapes, kept only if
+its output equals the cut's. Where neither form times what the network runs, there is no
+variant: the predictor prices the NCHW row and says the kernel runs NHWC in the network.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from oplat.build import inputs_for
 from oplat.errors import OplatError
 from oplat.fold import prepare
 from oplat.graph import Kernel, net_graph
-from oplat.onnxgraph import infer_shapes, nhwc_context, nhwc_feeds
+from oplat.onnxgraph import infer_shapes, native_nhwc_model, nhwc_context, nhwc_feeds
 
 __all__ = ["KernelModel", "extract_kernels", "kernel_model"]
 
@@ -120,19 +122,46 @@ def extract_kernels(model: onnx.ModelProto, *, device=None) -> list[KernelModel]
     distinct: dict[str, Kernel] = {}
     for kernel in net.kernels:
         distinct.setdefault(kernel.spec.key, kernel)
-    nhwc_nodes = _nhwc_nodes(model, device)
-    in_nhwc = {k.spec.key for k in net.kernels if nhwc_nodes.intersection(k.nodes)}
+    layout = _layout(model, device)
+    in_nhwc = {k.spec.key for k in net.kernels if layout.nhwc.intersection(k.nodes)}
     values = _real_values(typed, [t for k in distinct.values() for t in k.inputs])
     out = []
     for kernel in distinct.values():
         cut = kernel_model(typed, kernel)
         feeds = {name: np.ascontiguousarray(values[name]) for name in kernel.inputs}
         out.append(KernelModel(kernel, cut, feeds))
-        if kernel.spec.key in in_nhwc:
-            context = nhwc_context(cut)
-            if _cancelled(context, device):
-                out.append(KernelModel(replace(kernel, spec=replace(kernel.spec, layout="nhwc")), context, nhwc_feeds(feeds, context)))
+        variant = _nhwc_variant(cut, feeds, kernel, layout.native, device) if kernel.spec.key in in_nhwc else None
+        if variant is not None:
+            out.append(KernelModel(replace(kernel, spec=replace(kernel.spec, layout="nhwc")), *variant))
     return out
+
+
+def _nhwc_variant(cut, feeds, kernel: Kernel, native: dict, device):
+    """(model, feeds) of ``kernel`` as ORT runs it on NHWC data inside its network: the
+    cut between Transposes ORT cancels, or where ORT keeps them, the NHWC node ORT runs in
+    the network (``native``) alone, used only if its output equals the cut's; None if
+    neither times what the network runs."""
+    context = nhwc_context(cut)
+    if _cancelled(context, device):
+        return context, nhwc_feeds(feeds, context)
+    found = [native[n] for n in kernel.nodes if n in native]
+    model = native_nhwc_model(cut, *found[0]) if len(found) == 1 else None
+    if model is None:
+        return None
+    nfeeds = nhwc_feeds(feeds, model)
+    return (model, nfeeds) if _same_outputs(cut, feeds, model, nfeeds) else None
+
+
+def _same_outputs(cut, feeds, model, nfeeds) -> bool:
+    """Whether NHWC ``model`` computes what ``cut`` does (outputs equal, transposed)."""
+    from oplat.backends.ort import exact_session
+
+    try:
+        ref = exact_session(cut).run(None, feeds)
+        got = exact_session(model).run(None, nfeeds)
+    except Exception:  # noqa: BLE001 - ORT refuses the native form: no variant
+        return False
+    return all(a.ndim == 4 and np.array_equal(b, a.transpose(0, 2, 3, 1)) for a, b in zip(ref, got))
 
 
 def _cancelled(context: onnx.ModelProto, device) -> bool:
@@ -144,13 +173,14 @@ def _cancelled(context: onnx.ModelProto, device) -> bool:
         return False
 
 
-def _nhwc_nodes(model: onnx.ModelProto, device) -> frozenset[str]:
-    """Nodes ``device`` runs on NHWC data inside ``model`` (ONNX Runtime only)."""
-    if device is None or device.backend != "ort":
-        return frozenset()
-    from oplat.backends.ort import inner_reorders
+def _layout(model: onnx.ModelProto, device):
+    """What ``device`` does to layout inside ``model`` (ONNX Runtime only; an empty
+    :class:`~oplat.backends.ort.InnerReorders` elsewhere)."""
+    from oplat.backends.ort import InnerReorders, inner_reorders
 
+    if device is None or device.backend != "ort":
+        return InnerReorders(frozenset(), {})
     try:
-        return inner_reorders(model, device.options).nhwc
+        return inner_reorders(model, device.options)
     except Exception:  # ORT refuses the network: the NCHW cuts are still measured  # noqa: BLE001
-        return frozenset()
+        return InnerReorders(frozenset(), {})

@@ -69,6 +69,35 @@ def _nhwc_edge(values, side: str) -> tuple[list, list]:
     return kept, transposes
 
 
+def native_nhwc_model(model: onnx.ModelProto, node: onnx.NodeProto, initializers) -> onnx.ModelProto | None:
+    """The one-kernel ``model`` replaced by ``node``, a runtime's own NHWC form of its op
+    (ORT's ``com.microsoft`` ``NhwcMaxPool``), reading the model's inputs and writing its
+    outputs in NHWC (named as :func:`nhwc_context` names them, so :func:`nhwc_feeds` feeds
+    it); None where ``node``'s data inputs or outputs do not match the model's."""
+    inputs, _ = _nhwc_edge(model.graph.input, "in")
+    outputs, _ = _nhwc_edge(model.graph.output, "out")
+    consts = {t.name for t in initializers}
+    data = [i for i, t in enumerate(node.input) if t and t not in consts]
+    if len(data) != len(inputs) or len(node.output) != len(outputs):
+        return None
+    native = onnx.NodeProto()
+    native.CopyFrom(node)
+    for i, value in zip(data, inputs):
+        native.input[i] = value.name
+    del native.output[:]
+    native.output.extend(v.name for v in outputs)
+    graph = onnx.helper.make_graph([native], model.graph.name + "_native_nhwc", inputs, outputs, list(initializers))
+    opsets = [o for o in model.opset_import if o.domain not in ("", node.domain)]
+    opsets += [onnx.helper.make_opsetid("", _opset(model)), onnx.helper.make_opsetid(node.domain, 1)]
+    out = onnx.helper.make_model(graph, opset_imports=opsets)
+    out.ir_version = model.ir_version
+    return out
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+
+
 def nhwc_feeds(feeds: dict[str, np.ndarray], context: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Feeds of a model for its :func:`nhwc_context` form ``context`` (4-D ones transposed)."""
     out = {}

@@ -413,3 +413,39 @@ def test_a_kernel_ort_runs_in_nhwc_inside_the_network_is_cut_and_priced_so():
     older = Predictor([r for r in rows if r["spec"].get("layout") != "nhwc"], stat="median").predict(model)
     prelus = [c for c in older.kernels if getattr(c.kernel.spec, "kind", "") == "PRelu"]
     assert all(c.compute_ms == pytest.approx(1.0) and "runs in NHWC inside the network" in c.basis for c in prelus)
+
+
+def test_a_uint8_maxpool_ort_runs_as_nhwcmaxpool_in_the_network_is_timed_as_that_node():
+    """Alone, a uint8 MaxPool stays an NCHW MaxPool even between Transposes; between INT8
+    convs ORT runs it as its contrib NhwcMaxPool (20–30× faster here). Its nhwc variant
+    is that node from ORT's optimized network, alone at the kernel's shapes: it computes
+    what the cut computes, and is faster by a wide margin, as in the network."""
+    import time
+
+    from oplat.backends.ort import inner_reorders
+    from oplat.devices import get_device
+
+    model = quantize_qdq(unet(c=32, h=192, w=192))
+    assert inner_reorders(model).native["pool"][0].op_type == "NhwcMaxPool"
+    kms = extract_kernels(model, device=get_device("cpu"))
+    pools = {km.spec.layout: km for km in kms if getattr(km.spec, "kind", "") == "MaxPool"}
+    assert set(pools) == {"nchw", "nhwc"}
+    native, cut = pools["nhwc"], pools["nchw"]
+    assert [(n.domain, n.op_type) for n in native.model.graph.node] == [("com.microsoft", "NhwcMaxPool")]
+    onnx.checker.check_model(native.model, full_check=True)
+    (a,) = exact_session(native.model).run(None, native.feeds)
+    (b,) = exact_session(cut.model).run(None, cut.feeds)
+    assert a.dtype == np.uint8 and np.ptp(b) > 0
+    np.testing.assert_array_equal(a, b.transpose(0, 2, 3, 1))
+
+    def p10(km):
+        session = exact_session(km.model)
+        times = []
+        for _ in range(40):
+            t0 = time.perf_counter()
+            session.run(None, km.feeds)
+            times.append(time.perf_counter() - t0)
+        return float(np.percentile(times, 10))
+
+    p10(native), p10(cut)  # warm both
+    assert p10(native) * 4 < p10(cut)

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -113,6 +113,11 @@ class InnerReorders:
     inputs: dict[str, int]
     inner: int = 0
     nhwc: frozenset[str] = frozenset()
+    #: network node name → the ORT-internal NHWC node it runs as (``com.microsoft``
+    #: ``NhwcMaxPool`` for a uint8 MaxPool between INT8 convs) with the initializers it
+    #: reads: the kernel ORT runs there, which no standard-ONNX model of the op reaches
+    #: alone (a lone uint8 MaxPool stays NCHW even between Transposes).
+    native: dict = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -133,6 +138,7 @@ def inner_reorders(model, options: dict | None = None) -> InnerReorders:
     tensors = {t for n in model.graph.node for t in (*n.input, *n.output)} | {i.name for i in model.graph.input}
     outputs, inputs, inner = set(), defaultdict(int), 0
     nhwc = _nhwc_nodes(optimized, names)
+    native = _native_nhwc(optimized, names)
     for node in optimized.graph.node:
         inserted = node.op_type in ("ReorderInput", "ReorderOutput") or (node.op_type == "Transpose" and node.name not in names)
         if not inserted or not node.input or not node.output:
@@ -143,7 +149,7 @@ def inner_reorders(model, options: dict | None = None) -> InnerReorders:
             inputs[node.input[0]] += 1
         else:
             inner += 1
-    return InnerReorders(frozenset(outputs), dict(inputs), inner, nhwc)
+    return InnerReorders(frozenset(outputs), dict(inputs), inner, nhwc, native)
 
 
 def runs_without_transposes(model, options: dict | None = None) -> bool:
@@ -176,6 +182,18 @@ def _original_name(name: str, names: set[str]) -> str | None:
         return name
     base = name.split("_token_")[0]
     return base if base in names else None
+
+
+def _native_nhwc(optimized, names: set[str]) -> dict:
+    """Network node name → (ORT's ``Nhwc*`` contrib node standing for it, the initializers
+    that node reads) in the optimized graph."""
+    inits = {t.name: t for t in optimized.graph.initializer}
+    out = {}
+    for node in optimized.graph.node:
+        original = _original_name(node.name, names)
+        if original and node.domain == "com.microsoft" and node.op_type.startswith("Nhwc"):
+            out[original] = (node, [inits[t] for t in node.input if t in inits])
+    return out
 
 
 def _nhwc_nodes(optimized, names: set[str]) -> frozenset[str]:
