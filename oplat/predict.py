@@ -133,10 +133,13 @@ class Prediction:
 def _family(spec: OpSpec) -> tuple:
     """Rows of one family can stand in for each other (scaled by work). Convs are split
     by output-channel alignment: runtimes run odd channel counts 2–3× slower per MAC
-    (ORT INT8 27- vs 28-channel), so an aligned conv is never priced from odd rows."""
+    (ORT INT8 27- vs 28-channel), so an aligned conv is never priced from odd rows; and
+    narrow tails (1–4 outputs) are their own family: ORT FP32 times a 64→1 conv like a
+    64→4 one (64.5 vs 64.3 ms here), 2.6× the per-MAC rate of 64→12 predicts."""
     aligned = (spec.c_out % 4 == 0) if spec.c_out else None
+    narrow = bool(spec.c_out) and spec.c_out <= _NARROW
     return (spec.op, spec.kernel, spec.precision, spec.mode, spec.scale, spec.block,
-            spec.arity if spec.op == "concat" else None, aligned, spec.layout)
+            spec.arity if spec.op == "concat" else None, aligned, spec.layout, narrow)
 
 
 #: Channel tiles a runtime may pad a convolution's channels to (vector lanes, blocked
@@ -147,6 +150,11 @@ _TILES = (1, 4, 8, 16, 32)
 _TILE_GAIN = 0.8
 #: Fewest rows of a family for a tile to be inferred from them.
 _TILE_MIN_ROWS = 6
+#: Output channels up to which a conv is a narrow tail (its own family, see _family).
+_NARROW = 4
+#: Rows with fewer channels on a side than this do not vote on a family's tile: padding
+#: 1 or 2 input channels is not what a tile models, and their errors would pick it.
+_TILE_MIN_CHANNELS = 3
 
 
 def _padded(c: int, tile: int) -> int:
@@ -391,6 +399,8 @@ class Predictor:
         """Median |log(estimate / row)| of each row of ``family`` priced from the others."""
         errors = []
         for i, (spec, row) in enumerate(family):
+            if min(spec.c, spec.c_out or spec.c) < _TILE_MIN_CHANNELS:
+                continue
             (compute, _), _, nearest = self._neighbours(family, spec, tile, skip=i)
             actual = self._times(row)[0]
             if nearest <= _FLAG_DISTANCE and compute > 0 and actual > 0:
@@ -509,7 +519,8 @@ def place_reorders(outputs, inputs: dict[str, int], costs: Sequence[KernelCost])
 
 def _family_name(spec: OpSpec) -> str:
     if spec.op in ("conv", "conv+relu"):
-        return f"{spec.op} {spec.kernel}x{spec.kernel}"
+        narrow = f" with {_NARROW} or fewer outputs" if _family(spec)[-1] else ""
+        return f"{spec.op} {spec.kernel}x{spec.kernel}{narrow}"
     if spec.op == "resize":
         return f"resize {spec.mode} ×{spec.scale}"
     if spec.op == "depth_to_space":

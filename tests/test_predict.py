@@ -500,3 +500,31 @@ def test_a_fit_from_before_reorders_were_priced_says_it_leaves_them_out():
     fresh = Predictor(rows, composition={"fp32": Composition(networks=8, fit_mape_pct=1.0)}, stat="median").predict(model)
     assert fresh.total_ms == pytest.approx(fresh.compute_ms + fresh.reorder_ms)
     assert "fitted before" not in composition_text(fresh)
+
+
+def test_narrow_tails_are_their_own_family():
+    """ORT times a conv to 1–4 outputs by its input channels alone (FP32 64→1 like 64→4),
+    so a 48→2 tail is priced from the narrow rows, not at the per-MAC rate of wide ones,
+    which keep their tile (an off-grid 36-wide conv stays priced at its 48-padded work)."""
+    from oplat.graph import Kernel
+
+    rows = _tiled_rows(16)
+    for c in (16, 32, 64):  # narrow tails: time by input channels only
+        for c_out in (1, 3, 4):
+            s = OpSpec("conv+relu", c=c, h=180, w=320, c_out=c_out, kernel=3, precision="fp32")
+            rows.append(fake_row(s, c * 0.01))
+    for c in (1, 2):  # tiny heads: 40× the padded per-MAC time, 2× more per input channel
+        for c_out in (16, 32, 64):
+            s = OpSpec("conv+relu", c=c, h=180, w=320, c_out=c_out, kernel=3, precision="fp32")
+            rows.append(fake_row(s, 40 * s.macs / 1e9 * (2 if c == 1 else 1)))
+    predictor = Predictor(rows, source="fake")
+    tail = OpSpec("conv+relu", c=48, h=180, w=320, c_out=2, kernel=3, precision="fp32")
+    cost = predictor.kernel_cost(Kernel(spec=tail, nodes=("tail",)))
+    assert cost.source == "predicted" and "→1" in cost.basis and "→16" not in cost.basis
+    assert cost.compute_ms == pytest.approx(0.48, rel=0.35)  # the wide per-MAC rate says 0.0008 ms
+    wide = OpSpec("conv+relu", c=32, h=120, w=240, c_out=36, kernel=3, precision="fp32")
+    cost = predictor.kernel_cost(Kernel(spec=wide, nodes=("conv",)))
+    assert cost.compute_ms == pytest.approx(wide.macs / 36 * 48 / 1e9, rel=0.02) and "padded to 16s" in cost.basis
+    empty = Predictor(_tiled_rows(16), source="fake")  # no narrow rows: refused, naming what to add
+    with pytest.raises(Exception, match="4 or fewer outputs"):
+        empty.kernel_cost(Kernel(spec=tail, nodes=("tail",)))
