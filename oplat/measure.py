@@ -30,7 +30,7 @@ from oplat.spec import OpSpec
 from oplat.table import TableWriter, TableWriteError
 from oplat.timing import Timing, TimingPolicy, profile_runs, time_interleaved
 
-__all__ = ["POOL_NAME", "MeasureConfig", "MeasureSummary", "PoolConfig", "check_drift", "measure_pool", "measure_specs", "pool_fingerprint", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
+__all__ = ["POOL_NAME", "MeasureConfig", "MeasureSummary", "PoolConfig", "check_drift", "drift_sample", "measure_pool", "measure_specs", "pool_fingerprint", "default_table_path", "fingerprint_for", "time_network", "time_networks"]
 
 
 
@@ -393,8 +393,9 @@ DRIFT_ROWS, DRIFT_MIN_MS = 3, 1.0
 DRIFT_PCT = 10.0
 
 
-def _drift_rows(rows: list[Row]) -> list[Row]:
-    """Up to DRIFT_ROWS ok rows of at least DRIFT_MIN_MS, spread over the table's range."""
+def drift_sample(rows: list[Row]) -> list[Row]:
+    """Up to DRIFT_ROWS ok rows of at least DRIFT_MIN_MS, spread over the table's range:
+    the rows re-timed to tell whether the machine still runs as when they were measured."""
     usable = sorted((r for r in rows if r.ok and r.stats.of("p10") >= DRIFT_MIN_MS), key=lambda r: r.stats.of("p10"))
     if len(usable) <= DRIFT_ROWS:
         return usable
@@ -407,7 +408,7 @@ def check_drift(path: Path, rows: list[Row], device: Device, module, policy: Tim
     beyond their recorded noise. A table holds for the machine and the days it was measured
     on: the committed cpu table re-measured days later on a host with the same fingerprint
     ran 1.34× slower at p10, and appended rows would have mixed the two."""
-    sample = _drift_rows(rows)
+    sample = drift_sample(rows)
     if not sample:
         return
     timings = time_networks([model_from_op(r.spec) for r in sample], device, policy)

@@ -25,10 +25,11 @@ from oplat.options import configured
 from oplat.devices import Device
 from oplat.errors import OplatError
 from oplat.fingerprint import SETUP_FIELDS, setup_diff
-from oplat.measure import fingerprint_for, time_networks
+from oplat.measure import DRIFT_PCT, drift_sample, fingerprint_for, time_networks
 from oplat.progress import progress_bar
 from oplat.predict import Prediction, Predictor, compose_path, fit_composition
 from oplat.records import Composition, CompositionFile, Stats
+from oplat.spec import OpSpec
 from oplat.timing import TimingPolicy
 
 __all__ = [
@@ -128,16 +129,25 @@ def _predictable(archs, predictor, precision) -> tuple[list, list[dict]]:
     return ok, refused
 
 
-def _measure(archs, device, predictor, precision, policy, progress, desc) -> list[tuple[Prediction, Stats, object, object]]:
-    """(prediction, measured statistics, profile, arch) of each network, timed in batches."""
+def _measure(archs, device, predictor, precision, policy, progress, desc, drift=None) -> list[tuple[Prediction, Stats, object, object]]:
+    """(prediction, measured statistics, profile, arch) of each network, timed in batches.
+    With a ``drift`` list, a few of the table's rows of ``precision`` are re-timed in
+    every batch, interleaved with the networks, and their p10 ratios (now / table) are
+    appended to it: how far the machine has moved from the table's window meanwhile."""
+    from oplat.build import model_from_op
+
+    sample = [] if drift is None else drift_sample(
+        [r for r in predictor.rows.values() if isinstance(r.spec, OpSpec) and r.spec.precision == precision and r.spec.layout == "nchw"])
     out = []
     with progress_bar(total=len(archs), desc=desc, unit="net", enabled=progress) as bar:
         for start in range(0, len(archs), NETWORK_BATCH):
             batch = archs[start : start + NETWORK_BATCH]
             models = [network_model(arch, precision) for arch in batch]
             preds = [predictor.predict(model) for model in models]
-            timed = time_networks(models, device, policy, profile=True)
+            timed = time_networks(models + [model_from_op(r.spec) for r in sample], device, policy, profile=True)
             out.extend((pred, t.stats, t.profile, arch) for pred, t, arch in zip(preds, timed, batch))
+            for t, row in zip(timed[len(batch):], sample):
+                drift.append(t.stats.of("p10") / row.stats.of("p10"))
             bar.update(len(batch))
     return out
 
@@ -302,6 +312,14 @@ class ValidationReport:
     stat: str = "median"
     refused: tuple = ()
     off_grid: bool = False
+    #: p10 of table rows re-timed among the networks / their table p10 (one per row and
+    #: batch; empty where none were): the machine's drift from the table's window.
+    drift: tuple = ()
+
+    @property
+    def drifted(self) -> bool:
+        """Whether the re-timed rows ran, at their median, more than DRIFT_PCT off the table."""
+        return bool(self.drift) and abs(float(np.median(self.drift)) - 1.0) * 100 > DRIFT_PCT
 
     @property
     def extrapolated(self) -> int:
@@ -344,7 +362,8 @@ class ValidationReport:
         names = set(NetworkResult.__dataclass_fields__)
         results = [NetworkResult(**{k: v for k, v in r.items() if k in names}) for r in data["results"]]
         return cls(data["precision"], results, calibrated=data["calibrated"], stat=data.get("stat", "median"),
-                   refused=tuple(data.get("refused", ())), off_grid=bool(data.get("off_grid", False)))
+                   refused=tuple(data.get("refused", ())), off_grid=bool(data.get("off_grid", False)),
+                   drift=tuple(data.get("drift", ())))
 
     def as_dict(self) -> dict:
         return {
@@ -353,6 +372,7 @@ class ValidationReport:
             "stat": self.stat,
             "off_grid": self.off_grid,
             "refused": list(self.refused),
+            "drift": list(self.drift),
             "networks": len(self.results),
             "within_5_pct": self.share_within(5),
             "within_10_pct": self.share_within(10),
@@ -409,7 +429,8 @@ def validate(config: ValidateConfig | None = None, /, **options: Any) -> Validat
     used = {n["arch"] for n in (calibration.networks.get(precision, []) if calibration else [])}
     archs = [a for a in archs if describe(a) not in used]  # never judge on the fitting set
     archs, refused = _predictable(archs, predictor, precision)
-    measured = _measure(archs, config.device, predictor, precision, config.policy, config.progress, f"validate {precision}")
+    drift: list[float] = []
+    measured = _measure(archs, config.device, predictor, precision, config.policy, config.progress, f"validate {precision}", drift)
     results = [
         NetworkResult(
             arch=describe(arch),
@@ -428,7 +449,7 @@ def validate(config: ValidateConfig | None = None, /, **options: Any) -> Validat
         for p, s, prof, arch in measured
     ]
     return ValidationReport(precision, results, calibrated=precision in predictor.composition, stat=predictor.stat,
-                            refused=tuple(refused), off_grid=config.off_grid)
+                            refused=tuple(refused), off_grid=config.off_grid, drift=tuple(drift))
 
 def off_grid_space(space):
     """``space`` moved off its op set's grid: widths between its choices (multiples of its

@@ -367,37 +367,42 @@ def test_a_network_too_far_from_the_table_is_refused_not_priced(small_table):
 
 
 # ---------------------------------------------------------------------- channel tiles
-def _tiled_rows(tile: int) -> list[dict]:
-    """conv3x3+relu rows whose time is MACs with the output channels padded to ``tile``
-    (as a runtime with ``tile``-lane vectors runs them), on a grid of channel counts."""
+def _tiled_rows(tile: int, inputs: bool = False) -> list[dict]:
+    """conv3x3+relu rows whose time is MACs with the output channels (and with ``inputs``
+    the input channels too) padded to ``tile`` (as a runtime with ``tile``-lane vectors
+    runs them), on a grid of channel counts."""
     from oplat.spec import OpSpec
 
     rows = []
-    for c in (8, 16, 24, 32, 40, 48, 56, 64):
-        for c_out in (8, 16, 24, 32, 40, 48, 56, 64):
+    grid = (8, 16, 24, 28, 32, 40, 48, 56, 64)  # sr-core's widths: 28 shows a tile of 8
+    for c in grid:
+        for c_out in grid:
             for h, w in ((90, 160), (180, 320)):
                 s = OpSpec("conv+relu", c=c, h=h, w=w, c_out=c_out, kernel=3, precision="fp32")
-                padded = -(-c_out // tile) * tile
+                padded = -(-c_out // tile) * tile * ((-(-c // tile) * tile / c) if inputs else 1.0)
                 rows.append({"schema_version": 1, "key": s.key, "spec": s.as_dict(), "label": s.label(), "status": "ok",
                              "device": {"name": "fake"}, "median_ms": s.macs / c_out * padded / 1e9})
     return rows
 
 
-@pytest.mark.parametrize("tile", [1, 16, 32])
-def test_channel_tile_is_inferred_from_the_table(tile):
-    """A conv family whose rows cost padded work reveals its tile: an off-grid 36- or
-    20-channel conv is priced at its padded work (a tile-less neighbour model misses them by
-    up to 15–25 %), and a family without padding keeps the plain per-MAC model."""
+@pytest.mark.parametrize("tile,inputs", [(1, False), (16, False), (32, False), (8, True)])
+def test_channel_tile_is_inferred_from_the_table(tile, inputs):
+    """A conv family whose rows cost padded work reveals its tile, and whether input
+    channels pad too (ORT FP32's NCHWc blocks of 8): an off-grid 36-, 20- or 60-channel
+    conv is priced at its padded work (a tile-less neighbour model misses them by up to
+    15–45 %), and a family without padding keeps the plain per-MAC model."""
     from oplat.graph import Kernel
     from oplat.spec import OpSpec
 
-    predictor = Predictor(_tiled_rows(tile), source="fake")
-    for c_out in (20, 36, 60):
-        spec = OpSpec("conv+relu", c=32, h=120, w=240, c_out=c_out, kernel=3, precision="fp32")
+    predictor = Predictor(_tiled_rows(tile, inputs), source="fake")
+    for c, c_out in ((32, 20), (32, 36), (32, 60), (20, 20), (36, 44)):
+        spec = OpSpec("conv+relu", c=c, h=120, w=240, c_out=c_out, kernel=3, precision="fp32")
         cost = predictor.kernel_cost(Kernel(spec=spec, nodes=("conv",)))
-        truth = spec.macs / c_out * (-(-c_out // tile) * tile) / 1e9
-        assert cost.source == "predicted" and cost.compute_ms == pytest.approx(truth, rel=0.02), (c_out, cost.basis)
+        pad_in = (-(-c // tile) * tile / c) if inputs else 1.0
+        truth = spec.macs / c_out * (-(-c_out // tile) * tile) * pad_in / 1e9
+        assert cost.source == "predicted" and cost.compute_ms == pytest.approx(truth, rel=0.02), (c, c_out, cost.basis)
         assert (f"padded to {tile}s" in cost.basis) == (tile > 1)
+        assert ("input and output channels" in cost.basis) == inputs
 
 
 def _conv_prelu_model(prelu: bool) -> onnx.ModelProto:
@@ -528,3 +533,47 @@ def test_narrow_tails_are_their_own_family():
     empty = Predictor(_tiled_rows(16), source="fake")  # no narrow rows: refused, naming what to add
     with pytest.raises(Exception, match="4 or fewer outputs"):
         empty.kernel_cost(Kernel(spec=tail, nodes=("tail",)))
+
+
+def test_the_committed_cpu_tables_tiny_rows_leave_the_wide_families_tiles_alone():
+    """sr-core's tiny-channel heads (1–2 inputs) sit in the head family of 3→c convs, and
+    narrow tails in their own: every wide conv family of the committed cpu table keeps
+    the channel tile its rows show without them (with them voting, INT8 conv+relu went
+    from 16 to 1 and off-grid 52–60-wide INT8 convs would be priced unpadded)."""
+    from pathlib import Path
+
+    from oplat.table import read_table
+
+    rows = read_table(Path(__file__).resolve().parents[1] / "results" / "cpu" / "sr-core.jsonl").rows
+    tiny = {r.key for r in rows if r.ok and r.spec.op in ("conv", "conv+relu") and (r.spec.c < 3 or (r.spec.c_out or 99) <= 4)}
+    assert len(tiny) >= 30  # the op set's tiny heads and narrow tails were measured
+    full, wide = Predictor(rows), Predictor([r for r in rows if r.key not in tiny])
+    keys = [k for k in wide._families if k[0] in ("conv", "conv+relu")]
+    assert keys and {k: full._tile((k,)) for k in keys} == {k: wide._tile((k,)) for k in keys}
+    assert any(wide._tile((k,)).size > 1 for k in keys)
+
+
+def test_validate_re_times_table_rows_among_the_networks_and_reports_drift(small_table, tmp_path):
+    """A table holds for the window it was measured in: validate re-times a few of its
+    rows (those of at least 1 ms) in every batch, interleaved with the networks, and the
+    report says how far they moved; beyond 10 % it says DRIFT and that the errors include it."""
+    import shutil
+
+    space, table = small_table
+    copy = tmp_path / "tiny.jsonl"
+    shutil.copy(table, copy)
+    big = OpSpec("conv+relu", c=16, h=180, w=320, c_out=16, kernel=3, precision="fp32")
+    measure_specs([big], get_device("cpu"), opset="tiny", out=copy, policy=TimingPolicy.quick(), progress=False,
+                  accept_drift=True)
+    report = validate(predictor=Predictor.from_table(copy), device=get_device("cpu"), space=space, precision="fp32",
+                      networks=2, seed=0, policy=TimingPolicy.quick(), progress=False)
+    assert len(report.drift) == 1 and 0.3 < report.drift[0] < 3.0  # the one row of >= 1 ms, once per batch
+    again = ValidationReport.from_dict(json.loads(json.dumps(report.as_dict())))
+    assert again.drift == report.drift
+    md = report_markdown(again, device="cpu", space=space.name, table=str(copy), seed=0)
+    assert "table drift: 1 re-timings of the table's rows, interleaved with the networks" in md
+    slow = ValidationReport.from_dict({**report.as_dict(), "drift": [1.31, 1.24, 1.40]})
+    steady = ValidationReport.from_dict({**report.as_dict(), "drift": [1.04, 0.97, 1.02]})
+    assert slow.drifted and not steady.drifted
+    assert "DRIFT: more than 10 % off" in report_markdown(slow, device="cpu", space="tiny", table="t", seed=0)
+    assert "DRIFT" not in report_markdown(steady, device="cpu", space="tiny", table="t", seed=0)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from tabulate import tabulate
 
 from oplat.errors import OplatError
+from oplat.measure import DRIFT_PCT
 from oplat.validate import ValidationReport
 
 __all__ = ["report_markdown", "save_report"]
@@ -32,6 +34,16 @@ def report_markdown(report: ValidationReport, *, device: str, space: str, table:
         f"mean |error|: {report.mape_pct:.1f}%",
         "",
     ]
+    if report.drift:
+        ratios = np.array(report.drift)
+        lines += [
+            f"table drift: {len(ratios)} re-timings of the table's rows, interleaved with the networks, ran at "
+            f"{np.median(ratios):.2f}× their table p10 (median; {ratios.min():.2f}–{ratios.max():.2f}×)"
+            + (f". DRIFT: more than {DRIFT_PCT:.0f} % off, the machine no longer runs as in the table's window, and the "
+               "errors above include that; re-measure the table (`oplat measure --out NEW`), then validate again"
+               if report.drifted else ""),
+            "",
+        ]
     if report.off_grid:
         lines += [
             f"OFF THE GRID: input size and widths the op set does not hold, every conv priced by the neighbour model; "
