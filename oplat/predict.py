@@ -40,7 +40,6 @@ prediction = composition(Σ kernel compute, Σ in-network reorders, boundary ele
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -162,31 +161,13 @@ def _padded(c: int, tile: int) -> int:
     return -(-c // tile) * tile
 
 
-class Tile(NamedTuple):
-    """A channel tile a runtime pads a conv to: ``size`` lanes (1: no padding), on the
-    output channels only or, with ``inputs``, on the input channels too (ORT's FP32 NCHWc
-    blocks of 8 on AVX2 pad both: a 20→20 conv costs what 24→24 does)."""
-
-    size: int = 1
-    inputs: bool = False
-
-    def __str__(self) -> str:
-        return f"{'input and output ' if self.inputs else ''}channels padded to {self.size}s"
-
-
-_NO_TILE = Tile()
-
-
-def _work(spec: OpSpec, tile: Tile = _NO_TILE) -> float:
+def _work(spec: OpSpec, tile: int = 1) -> float:
     """The work a row's time is scaled by: MACs (elements moved for data ops); with a
-    channel ``tile``, a conv's MACs at its channels padded to it (a 36-channel conv on
-    16-lane vectors does the work of a 48-channel one). Inputs of 1–4 channels (an RGB or
-    Y head) are never padded."""
+    channel ``tile``, a conv's MACs at its output channels padded to it (a 36-channel conv
+    on 16-lane vectors does the work of a 48-channel one)."""
     work = float(spec.macs or spec.elements_moved)
-    if tile.size > 1 and spec.macs and spec.op in ("conv", "conv+relu"):
-        work *= _padded(spec.c_out, tile.size) / spec.c_out
-        if tile.inputs and spec.c > _NARROW:
-            work *= _padded(spec.c, tile.size) / spec.c
+    if tile > 1 and spec.macs and spec.op in ("conv", "conv+relu"):
+        work *= _padded(spec.c_out, tile) / spec.c_out
     return work
 
 
@@ -255,7 +236,7 @@ class Predictor:
         #: (first, last) time the table's rows were measured, for provenance lines.
         self.measured_between = measured_between
         self._families: dict[tuple, list[tuple[OpSpec, Row]]] = {}
-        self._tiles: dict[tuple, Tile] = {}  # conv family keys -> their inferred channel tile (see _tile)
+        self._tiles: dict[tuple, int] = {}  # conv family keys -> their inferred channel tile (see _tile)
         for row in self.rows.values():
             if isinstance(row.spec, OpSpec):  # node kernels are priced by exact signature only
                 self._families.setdefault(_family(row.spec), []).append((row.spec, row))
@@ -367,8 +348,8 @@ class Predictor:
                 f"add an [[entry]] with {entry_text(spec)} to the op set"
             )
         basis = "from " + ", ".join(family[i][1].label for i in order)
-        if tile.size > 1:
-            basis += f" ({tile})"
+        if tile > 1:
+            basis += f" (channels padded to {tile}s)"
         if nearest > _FLAG_DISTANCE:
             basis += f" (EXTRAPOLATED: the nearest row is {2 ** nearest:.1f}× away)"
         return KernelCost(kernel, compute, layout, "predicted", basis, *self._neighbour_reorders(family, order, spec))
@@ -384,7 +365,7 @@ class Predictor:
         rin, rout = np.mean(rates, axis=0) if rates else (0.0, 0.0)
         return float(rin) * math.prod(spec.input_shapes[0]), float(rout) * math.prod(spec.output_shape)
 
-    def _neighbours(self, family: list, spec: OpSpec, tile: Tile, skip: int | None = None):
+    def _neighbours(self, family: list, spec: OpSpec, tile: int, skip: int | None = None):
         """((compute ms, layout ms) of ``spec`` scaled from its nearest rows in ``family``
         by work at channel ``tile``, the indices of those rows, the nearest distance);
         ``skip``: a row left out (leave-one-out)."""
@@ -398,25 +379,23 @@ class Predictor:
         times = weights @ per_work / weights.sum() * _work(spec, tile)
         return (float(times[0]), float(times[1])), [int(i) for i in order], float(dists[order[0]])
 
-    def _tile(self, keys: tuple) -> Tile:
+    def _tile(self, keys: tuple) -> int:
         """The channel tile of a conv family (its ``keys``: the family and its twins'),
-        inferred from its own rows: the tile (size, and whether inputs pad too) whose
-        leave-one-out neighbour estimates are closest to the rows (none unless it clearly
-        beats no padding; see :data:`_TILE_GAIN`)."""
+        inferred from its own rows: the tile whose leave-one-out neighbour estimates are
+        closest to the rows (1 unless it clearly beats no padding; see :data:`_TILE_GAIN`)."""
         if keys in self._tiles:
             return self._tiles[keys]
         family = [entry for key in keys for entry in self._families.get(key, [])]
-        tile = _NO_TILE
+        tile = 1
         if keys[0][0] in ("conv", "conv+relu") and len(family) >= _TILE_MIN_ROWS:
-            candidates = [Tile(size, inputs) for size in _TILES for inputs in ((False,) if size == 1 else (False, True))]
-            errors = {t: self._loo_error(family, t) for t in candidates}
+            errors = {t: self._loo_error(family, t) for t in _TILES}
             best = min(errors, key=lambda t: (errors[t], t))
-            if errors[best] <= _TILE_GAIN * errors[_NO_TILE]:
+            if errors[best] <= _TILE_GAIN * errors[1]:
                 tile = best
         self._tiles[keys] = tile
         return tile
 
-    def _loo_error(self, family: list, tile: Tile) -> float:
+    def _loo_error(self, family: list, tile: int) -> float:
         """Median |log(estimate / row)| of each row of ``family`` priced from the others."""
         errors = []
         for i, (spec, row) in enumerate(family):

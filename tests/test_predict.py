@@ -367,42 +367,37 @@ def test_a_network_too_far_from_the_table_is_refused_not_priced(small_table):
 
 
 # ---------------------------------------------------------------------- channel tiles
-def _tiled_rows(tile: int, inputs: bool = False) -> list[dict]:
-    """conv3x3+relu rows whose time is MACs with the output channels (and with ``inputs``
-    the input channels too) padded to ``tile`` (as a runtime with ``tile``-lane vectors
-    runs them), on a grid of channel counts."""
+def _tiled_rows(tile: int) -> list[dict]:
+    """conv3x3+relu rows whose time is MACs with the output channels padded to ``tile``
+    (as a runtime with ``tile``-lane vectors runs them), on a grid of channel counts."""
     from oplat.spec import OpSpec
 
     rows = []
-    grid = (8, 16, 24, 28, 32, 40, 48, 56, 64)  # sr-core's widths: 28 shows a tile of 8
-    for c in grid:
-        for c_out in grid:
+    for c in (8, 16, 24, 32, 40, 48, 56, 64):
+        for c_out in (8, 16, 24, 32, 40, 48, 56, 64):
             for h, w in ((90, 160), (180, 320)):
                 s = OpSpec("conv+relu", c=c, h=h, w=w, c_out=c_out, kernel=3, precision="fp32")
-                padded = -(-c_out // tile) * tile * ((-(-c // tile) * tile / c) if inputs else 1.0)
+                padded = -(-c_out // tile) * tile
                 rows.append({"schema_version": 1, "key": s.key, "spec": s.as_dict(), "label": s.label(), "status": "ok",
                              "device": {"name": "fake"}, "median_ms": s.macs / c_out * padded / 1e9})
     return rows
 
 
-@pytest.mark.parametrize("tile,inputs", [(1, False), (16, False), (32, False), (8, True)])
-def test_channel_tile_is_inferred_from_the_table(tile, inputs):
-    """A conv family whose rows cost padded work reveals its tile, and whether input
-    channels pad too (ORT FP32's NCHWc blocks of 8): an off-grid 36-, 20- or 60-channel
-    conv is priced at its padded work (a tile-less neighbour model misses them by up to
-    15–45 %), and a family without padding keeps the plain per-MAC model."""
+@pytest.mark.parametrize("tile", [1, 16, 32])
+def test_channel_tile_is_inferred_from_the_table(tile):
+    """A conv family whose rows cost padded work reveals its tile: an off-grid 36- or
+    20-channel conv is priced at its padded work (a tile-less neighbour model misses them by
+    up to 15–25 %), and a family without padding keeps the plain per-MAC model."""
     from oplat.graph import Kernel
     from oplat.spec import OpSpec
 
-    predictor = Predictor(_tiled_rows(tile, inputs), source="fake")
-    for c, c_out in ((32, 20), (32, 36), (32, 60), (20, 20), (36, 44)):
-        spec = OpSpec("conv+relu", c=c, h=120, w=240, c_out=c_out, kernel=3, precision="fp32")
+    predictor = Predictor(_tiled_rows(tile), source="fake")
+    for c_out in (20, 36, 60):
+        spec = OpSpec("conv+relu", c=32, h=120, w=240, c_out=c_out, kernel=3, precision="fp32")
         cost = predictor.kernel_cost(Kernel(spec=spec, nodes=("conv",)))
-        pad_in = (-(-c // tile) * tile / c) if inputs else 1.0
-        truth = spec.macs / c_out * (-(-c_out // tile) * tile) * pad_in / 1e9
-        assert cost.source == "predicted" and cost.compute_ms == pytest.approx(truth, rel=0.02), (c, c_out, cost.basis)
+        truth = spec.macs / c_out * (-(-c_out // tile) * tile) / 1e9
+        assert cost.source == "predicted" and cost.compute_ms == pytest.approx(truth, rel=0.02), (c_out, cost.basis)
         assert (f"padded to {tile}s" in cost.basis) == (tile > 1)
-        assert ("input and output channels" in cost.basis) == inputs
 
 
 def _conv_prelu_model(prelu: bool) -> onnx.ModelProto:
@@ -550,7 +545,7 @@ def test_the_committed_cpu_tables_tiny_rows_leave_the_wide_families_tiles_alone(
     full, wide = Predictor(rows), Predictor([r for r in rows if r.key not in tiny])
     keys = [k for k in wide._families if k[0] in ("conv", "conv+relu")]
     assert keys and {k: full._tile((k,)) for k in keys} == {k: wide._tile((k,)) for k in keys}
-    assert any(wide._tile((k,)).size > 1 for k in keys)
+    assert any(wide._tile((k,)) > 1 for k in keys)
 
 
 def test_validate_re_times_table_rows_among_the_networks_and_reports_drift(small_table, tmp_path):
