@@ -152,6 +152,12 @@ def _measure(archs, device, predictor, precision, policy, progress, desc, drift=
     return out
 
 
+def drifted(ratios) -> bool:
+    """Whether table rows re-timed now (``ratios``: p10 now / table p10) ran, at their
+    median, more than DRIFT_PCT off the table."""
+    return bool(len(ratios)) and abs(float(np.median(ratios)) - 1.0) * 100 > DRIFT_PCT
+
+
 #: Fewest networks a composition fit takes (its leave-one-out error needs a few).
 MIN_FIT_NETWORKS = 3
 
@@ -240,7 +246,15 @@ def _fit_precision(config: CalibrateConfig, precision: str, archs: list, fusion:
         fusion[precision] = detect_fusions(device, precision, h=space.in_h, w=space.in_w, policy=config.policy)
         predictor.fusion[precision] = fusion[precision]
         step = f"{precision} networks ({len(archs)} measured end to end)"
-        measured = _measure(archs, device, predictor, precision, config.policy, config.progress, f"calibrate {precision}")
+        drift: list[float] = []
+        measured = _measure(archs, device, predictor, precision, config.policy, config.progress, f"calibrate {precision}", drift)
+        step = f"{precision} drift check"
+        if drifted(drift):
+            raise OplatError(
+                f"the table's rows re-timed among the networks ran at {float(np.median(drift)):.2f}× their table p10 "
+                f"(more than {DRIFT_PCT:.0f} % off): the machine no longer runs as in the table's window, and a fit "
+                "would absorb that move; re-measure the table (`oplat measure --out NEW`), then calibrate it"
+            )
         step = f"{precision} composition fit"
         covered = [m for m in measured if m[0].measured_share == 1.0]
         fit_on = covered if len(covered) >= 3 else measured  # prefer nets priced from the table alone
@@ -319,7 +333,7 @@ class ValidationReport:
     @property
     def drifted(self) -> bool:
         """Whether the re-timed rows ran, at their median, more than DRIFT_PCT off the table."""
-        return bool(self.drift) and abs(float(np.median(self.drift)) - 1.0) * 100 > DRIFT_PCT
+        return drifted(self.drift)
 
     @property
     def extrapolated(self) -> int:

@@ -572,3 +572,40 @@ def test_validate_re_times_table_rows_among_the_networks_and_reports_drift(small
     assert slow.drifted and not steady.drifted
     assert "DRIFT: more than 10 % off" in report_markdown(slow, device="cpu", space="tiny", table="t", seed=0)
     assert "DRIFT" not in report_markdown(steady, device="cpu", space="tiny", table="t", seed=0)
+
+
+def test_calibrate_refuses_a_fit_while_the_table_s_rows_have_drifted(small_table, tmp_path, cli):
+    """A fit made while the machine runs unlike the table's window would absorb the move
+    (a scale of 2× for a table measured on a faster day). Calibrate re-times the table's
+    rows among its networks and refuses that fit, one line saying why, keeping nothing
+    fitted on drifted timings. Here the table's one row of >= 1 ms is edited to half its
+    measured time, as a table of another window would hold it."""
+    import shutil
+
+    space, table = small_table
+    copy = tmp_path / "tiny.jsonl"
+    shutil.copy(table, copy)
+    big = OpSpec("conv+relu", c=16, h=180, w=320, c_out=16, kernel=3, precision="fp32")
+    measure_specs([big], get_device("cpu"), opset="tiny", out=copy, policy=TimingPolicy.quick(), progress=False,
+                  accept_drift=True)
+    rows = [json.loads(line) for line in copy.read_text().splitlines() if line.strip()]
+    for row in rows:
+        if row["key"] == big.key:
+            for field in ("median_ms", "p10_ms", "p90_ms", "mean_ms"):
+                row[field] = row[field] / 2
+            row["samples_ms"] = [t / 2 for t in row["samples_ms"]]
+            row["round_medians_ms"] = [t / 2 for t in row["round_medians_ms"]]
+            row["kernel_ms"] = row["kernel_ms"] / 2 if row.get("kernel_ms") else row.get("kernel_ms")
+            row["layout_ms"] = row["layout_ms"] / 2 if row.get("layout_ms") else row.get("layout_ms")
+            for k in row.get("kernels", []):
+                k["median_ms"] /= 2
+    copy.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    space_file = tmp_path / "tiny.toml"
+    space_file.write_text('name = "tiny"\nscale = 3\nin_h = 24\nin_w = 32\ndepth_min = 1\ndepth_max = 3\n'
+                          'channels = [8, 16, 24]\nchannel_align = 8\nresiduals = ["anchor", "none"]\n')
+    r = cli("calibrate", "--device", "cpu", "--table", str(copy), "--space", str(space_file), "--precision", "fp32",
+            "--networks", "3", "--no-progress")
+    assert r.code != 0 and "Traceback" not in r.err
+    assert "fp32 drift check" in r.err and "× their table p10" in r.err and "re-measure the table" in r.err
+    stored = compose_path(copy)
+    assert not stored.exists() or "fp32" not in json.loads(stored.read_text()).get("composition", {})
