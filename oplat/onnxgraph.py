@@ -87,15 +87,10 @@ def native_nhwc_model(model: onnx.ModelProto, node: onnx.NodeProto, initializers
     del native.output[:]
     native.output.extend(v.name for v in outputs)
     graph = onnx.helper.make_graph([native], model.graph.name + "_native_nhwc", inputs, outputs, list(initializers))
-    opsets = [o for o in model.opset_import if o.domain not in ("", node.domain)]
-    opsets += [onnx.helper.make_opsetid("", _opset(model)), onnx.helper.make_opsetid(node.domain, 1)]
+    opsets = [o for o in model.opset_import if o.domain != node.domain] + [onnx.helper.make_opsetid(node.domain, 1)]
     out = onnx.helper.make_model(graph, opset_imports=opsets)
     out.ir_version = model.ir_version
     return out
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
 
 
 def nhwc_feeds(feeds: dict[str, np.ndarray], context: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -129,16 +129,16 @@ def _predictable(archs, predictor, precision) -> tuple[list, list[dict]]:
     return ok, refused
 
 
-def _measure(archs, device, predictor, precision, policy, progress, desc, drift=None) -> list[tuple[Prediction, Stats, object, object]]:
-    """(prediction, measured statistics, profile, arch) of each network, timed in batches.
-    With a ``drift`` list, a few of the table's rows of ``precision`` are re-timed in
-    every batch, interleaved with the networks, and their p10 ratios (now / table) are
-    appended to it: how far the machine has moved from the table's window meanwhile."""
+def _measure(archs, device, predictor, precision, policy, progress, desc) -> tuple[list[tuple[Prediction, Stats, object, object]], list[float]]:
+    """((prediction, measured statistics, profile, arch) of each network, timed in
+    batches; the drift). A few of the table's rows of ``precision`` are re-timed in every
+    batch, interleaved with the networks: their p10 ratios (now / table) are the drift,
+    how far the machine has moved from the table's window meanwhile."""
     from oplat.build import model_from_op
 
-    sample = [] if drift is None else drift_sample(
+    sample = drift_sample(
         [r for r in predictor.rows.values() if isinstance(r.spec, OpSpec) and r.spec.precision == precision and r.spec.layout == "nchw"])
-    out = []
+    out, drift = [], []
     with progress_bar(total=len(archs), desc=desc, unit="net", enabled=progress) as bar:
         for start in range(0, len(archs), NETWORK_BATCH):
             batch = archs[start : start + NETWORK_BATCH]
@@ -149,7 +149,7 @@ def _measure(archs, device, predictor, precision, policy, progress, desc, drift=
             for t, row in zip(timed[len(batch):], sample):
                 drift.append(t.stats.of("p10") / row.stats.of("p10"))
             bar.update(len(batch))
-    return out
+    return out, drift
 
 
 def drifted(ratios) -> bool:
@@ -246,8 +246,7 @@ def _fit_precision(config: CalibrateConfig, precision: str, archs: list, fusion:
         fusion[precision] = detect_fusions(device, precision, h=space.in_h, w=space.in_w, policy=config.policy)
         predictor.fusion[precision] = fusion[precision]
         step = f"{precision} networks ({len(archs)} measured end to end)"
-        drift: list[float] = []
-        measured = _measure(archs, device, predictor, precision, config.policy, config.progress, f"calibrate {precision}", drift)
+        measured, drift = _measure(archs, device, predictor, precision, config.policy, config.progress, f"calibrate {precision}")
         step = f"{precision} drift check"
         if drifted(drift):
             raise OplatError(
@@ -443,8 +442,7 @@ def validate(config: ValidateConfig | None = None, /, **options: Any) -> Validat
     used = {n["arch"] for n in (calibration.networks.get(precision, []) if calibration else [])}
     archs = [a for a in archs if describe(a) not in used]  # never judge on the fitting set
     archs, refused = _predictable(archs, predictor, precision)
-    drift: list[float] = []
-    measured = _measure(archs, config.device, predictor, precision, config.policy, config.progress, f"validate {precision}", drift)
+    measured, drift = _measure(archs, config.device, predictor, precision, config.policy, config.progress, f"validate {precision}")
     results = [
         NetworkResult(
             arch=describe(arch),

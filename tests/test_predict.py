@@ -165,13 +165,14 @@ def test_calibrated_prediction_uses_the_composition():
     assert pred.calibrated and pred.total_ms == pytest.approx(2 * pred.compute_ms + 1.0)
 
 
+TINY_SPACE = {"name": "tiny", "scale": 3, "in_h": 24, "in_w": 32, "depth_min": 1, "depth_max": 3,
+              "channels": [8, 16, 24], "channel_align": 8, "residuals": ["anchor", "none"]}
+
+
 @pytest.fixture(scope="module")
 def small_table(tmp_path_factory):
     """A real cpu table holding every kernel of a tiny search space's networks."""
-    space = space_from_dict(
-        {"name": "tiny", "scale": 3, "in_h": 24, "in_w": 32, "depth_min": 1, "depth_max": 3,
-         "channels": [8, 16, 24], "channel_align": 8, "residuals": ["anchor", "none"]}
-    )
+    space = space_from_dict(TINY_SPACE)
     specs = set()
     for precision in ("fp32", "int8"):
         for arch in sample_networks(space, 60, seed=5):
@@ -548,18 +549,26 @@ def test_the_committed_cpu_tables_tiny_rows_leave_the_wide_families_tiles_alone(
     assert any(wide._tile((k,)) > 1 for k in keys)
 
 
-def test_validate_re_times_table_rows_among_the_networks_and_reports_drift(small_table, tmp_path):
-    """A table holds for the window it was measured in: validate re-times a few of its
-    rows (those of at least 1 ms) in every batch, interleaved with the networks, and the
-    report says how far they moved; beyond 10 % it says DRIFT and that the errors include it."""
+
+def _with_a_row_of_1ms(table, tmp_path):
+    """(a copy of ``table`` with one more row of at least 1 ms — the only kind drift checks
+    re-time —, that row's spec)."""
     import shutil
 
-    space, table = small_table
     copy = tmp_path / "tiny.jsonl"
     shutil.copy(table, copy)
     big = OpSpec("conv+relu", c=16, h=180, w=320, c_out=16, kernel=3, precision="fp32")
     measure_specs([big], get_device("cpu"), opset="tiny", out=copy, policy=TimingPolicy.quick(), progress=False,
                   accept_drift=True)
+    return copy, big
+
+
+def test_validate_re_times_table_rows_among_the_networks_and_reports_drift(small_table, tmp_path):
+    """A table holds for the window it was measured in: validate re-times a few of its
+    rows (those of at least 1 ms) in every batch, interleaved with the networks, and the
+    report says how far they moved; beyond 10 % it says DRIFT and that the errors include it."""
+    space, table = small_table
+    copy, _ = _with_a_row_of_1ms(table, tmp_path)
     report = validate(predictor=Predictor.from_table(copy), device=get_device("cpu"), space=space, precision="fp32",
                       networks=2, seed=0, policy=TimingPolicy.quick(), progress=False)
     assert len(report.drift) == 1 and 0.3 < report.drift[0] < 3.0  # the one row of >= 1 ms, once per batch
@@ -580,14 +589,8 @@ def test_calibrate_refuses_a_fit_while_the_table_s_rows_have_drifted(small_table
     rows among its networks and refuses that fit, one line saying why, keeping nothing
     fitted on drifted timings. Here the table's one row of >= 1 ms is edited to half its
     measured time, as a table of another window would hold it."""
-    import shutil
-
     space, table = small_table
-    copy = tmp_path / "tiny.jsonl"
-    shutil.copy(table, copy)
-    big = OpSpec("conv+relu", c=16, h=180, w=320, c_out=16, kernel=3, precision="fp32")
-    measure_specs([big], get_device("cpu"), opset="tiny", out=copy, policy=TimingPolicy.quick(), progress=False,
-                  accept_drift=True)
+    copy, big = _with_a_row_of_1ms(table, tmp_path)
     rows = [json.loads(line) for line in copy.read_text().splitlines() if line.strip()]
     for row in rows:
         if row["key"] == big.key:
@@ -601,8 +604,7 @@ def test_calibrate_refuses_a_fit_while_the_table_s_rows_have_drifted(small_table
                 k["median_ms"] /= 2
     copy.write_text("".join(json.dumps(r) + "\n" for r in rows))
     space_file = tmp_path / "tiny.toml"
-    space_file.write_text('name = "tiny"\nscale = 3\nin_h = 24\nin_w = 32\ndepth_min = 1\ndepth_max = 3\n'
-                          'channels = [8, 16, 24]\nchannel_align = 8\nresiduals = ["anchor", "none"]\n')
+    space_file.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in TINY_SPACE.items()))  # JSON values are TOML
     r = cli("calibrate", "--device", "cpu", "--table", str(copy), "--space", str(space_file), "--precision", "fp32",
             "--networks", "3", "--no-progress")
     assert r.code != 0 and "Traceback" not in r.err
