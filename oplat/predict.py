@@ -9,7 +9,9 @@ prediction = composition(Σ kernel compute, Σ in-network reorders, boundary ele
 - A key the table lacks is **predicted** from the nearest measured rows of the same
   kernel type (same op, kernel size, precision, mode/scale/block/arity): their time per
   unit of work (MACs for convs, elements moved otherwise), weighted by closeness in
-  (log C_in, log C_out, log H·W), times this kernel's work. The breakdown says so and
+  (log C_in, log C_out, log H·W), times this kernel's work. Channels are the ones the
+  runtime computes at where the predictor knows them (ORT FP32: NCHWc-padded, see
+  :meth:`Predictor.channels`), and blocked and plain convs are separate families. The breakdown says so and
   names the rows it used. A kernel type with no row at all is an error naming what to
   add to the op set.
 - The statistic (``stat``): ``median`` prices a kernel at the profiler's median kernel
@@ -46,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oplat.backends.ort import nchwc_block, nchwc_channels, ran_nchwc
 from oplat.errors import OplatError
 from oplat.graph import Kernel, NetGraph, net_graph
 from oplat.nodespec import NodeSpec
@@ -130,16 +133,20 @@ class Prediction:
         return sum(k.source == "measured" for k in self.kernels) / max(1, len(self.kernels))
 
 
-def _family(spec: OpSpec) -> tuple:
+def _family(spec: OpSpec, regime: str | None = None) -> tuple:
     """Rows of one family can stand in for each other (scaled by work). Convs are split
     by output-channel alignment: runtimes run odd channel counts 2–3× slower per MAC
     (ORT INT8 27- vs 28-channel), so an aligned conv is never priced from odd rows; and
     narrow tails (1–4 outputs) are their own family: ORT FP32 times a 64→1 conv like a
-    64→4 one (64.5 vs 64.3 ms here), 2.6× the per-MAC rate of 64→12 predicts."""
-    aligned = (spec.c_out % 4 == 0) if spec.c_out else None
+    64→4 one (64.5 vs 64.3 ms here), 2.6× the per-MAC rate of 64→12 predicts.
+    ``regime``: how the runtime runs the conv where the predictor knows it (ORT FP32:
+    ``nchwc``, blocked at padded channels, or ``plain`` im2col + SGEMM; see
+    :meth:`Predictor.channels`): a blocked conv's output alignment is its padding, so
+    alignment no longer splits it."""
+    aligned = (spec.c_out % (8 if spec.precision == "int8" else 4) == 0) if spec.c_out and regime != "nchwc" else None
     narrow = bool(spec.c_out) and spec.c_out <= _NARROW
     return (spec.op, spec.kernel, spec.precision, spec.mode, spec.scale, spec.block,
-            spec.arity if spec.op == "concat" else None, aligned, spec.layout, narrow)
+            spec.arity if spec.op == "concat" else None, aligned, spec.layout, narrow, regime)
 
 
 #: Channel tiles a runtime may pad a convolution's channels to (vector lanes, blocked
@@ -157,25 +164,33 @@ _NARROW = 4
 _TILE_MIN_CHANNELS = 3
 
 
+def _nchwc_candidate(spec: OpSpec) -> bool:
+    """A conv ORT's NCHWc layout transformer may take: FP32, NCHW, batch as given."""
+    return spec.op in ("conv", "conv+relu") and spec.precision == "fp32" and spec.layout == "nchw" and bool(spec.c_out)
+
+
 def _padded(c: int, tile: int) -> int:
     return -(-c // tile) * tile
 
 
-def _work(spec: OpSpec, tile: int = 1) -> float:
+def _work(spec: OpSpec, tile: int = 1, channels: tuple[int, int] | None = None) -> float:
     """The work a row's time is scaled by: MACs (elements moved for data ops); with a
     channel ``tile``, a conv's MACs at its output channels padded to it (a 36-channel conv
-    on 16-lane vectors does the work of a 48-channel one)."""
+    on 16-lane vectors does the work of a 48-channel one); ``channels``: the (input,
+    output) channels the runtime computes the conv at (:meth:`Predictor.channels`)."""
     work = float(spec.macs or spec.elements_moved)
-    if tile > 1 and spec.macs and spec.op in ("conv", "conv+relu"):
-        work *= _padded(spec.c_out, tile) / spec.c_out
+    if spec.macs and spec.op in ("conv", "conv+relu"):
+        c_in, c_out = channels or (spec.c, spec.c_out)
+        work *= (c_in / spec.c) * (_padded(c_out, tile) / spec.c_out)
     return work
 
 
-def _position(spec: OpSpec) -> np.ndarray:
-    """Where a spec sits among its family: log2 of channels in and out, of the side of
-    the image, and of the batch (one unit = a factor of 2)."""
-    c_out = spec.c_out or spec.c
-    return np.array([math.log2(spec.c), math.log2(c_out), 0.5 * math.log2(spec.h * spec.w), math.log2(spec.n)])
+def _position(spec: OpSpec, channels: tuple[int, int] | None = None) -> np.ndarray:
+    """Where a spec sits among its family: log2 of channels in and out (``channels``: as
+    the runtime computes them), of the side of the image, and of the batch (one unit = a
+    factor of 2)."""
+    c_in, c_out = channels or (spec.c, spec.c_out or spec.c)
+    return np.array([math.log2(c_in), math.log2(c_out), 0.5 * math.log2(spec.h * spec.w), math.log2(spec.n)])
 
 
 #: A neighbour estimate from rows further than this (in _position units: factors of 2)
@@ -237,9 +252,10 @@ class Predictor:
         self.measured_between = measured_between
         self._families: dict[tuple, list[tuple[OpSpec, Row]]] = {}
         self._tiles: dict[tuple, int] = {}  # conv family keys -> their inferred channel tile (see _tile)
+        self._nchwc = self._nchwc_block()
         for row in self.rows.values():
             if isinstance(row.spec, OpSpec):  # node kernels are priced by exact signature only
-                self._families.setdefault(_family(row.spec), []).append((row.spec, row))
+                self._families.setdefault(self.family(row.spec), []).append((row.spec, row))
 
     @classmethod
     def from_table(cls, path: str | Path, stat: str | None = None) -> Predictor:
@@ -257,6 +273,43 @@ class Predictor:
             table.rows, composition=comp, fusion=fusion, source=str(path), stat=stat or fitted_stat,
             measured_between=table.measured_between,
         )
+
+    # ------------------------------------------------------------------ runtime shapes
+    def _nchwc_block(self) -> int | None:
+        """ORT's NCHWc block for this table's FP32 convs, when the rule of
+        :func:`oplat.backends.ort.nchwc_channels` says of every profiled FP32 conv row what
+        its profile shows (blocked or plain); None otherwise (another runtime or version,
+        optimizations off, no such rows): the predictor then scales by plain MACs."""
+        if self.device.get("runtime") != "onnxruntime":
+            return None
+        block = nchwc_block(str(self.device.get("cpu_isa", "")))
+        checked = 0
+        for row in self.rows.values() if block else ():
+            spec = row.spec
+            if not (isinstance(spec, OpSpec) and _nchwc_candidate(spec)):
+                continue
+            ran = ran_nchwc(row.kernels)
+            if ran is None:
+                continue
+            if ran != (nchwc_channels(spec.c, spec.c_out, block) is not None):
+                return None
+            checked += 1
+        return block if checked else None
+
+    def channels(self, spec: OpSpec) -> tuple[tuple[int, int], str | None]:
+        """((input, output) channels the runtime computes ``spec`` at, its regime): on an
+        ORT table whose FP32 conv rows follow the NCHWc rule, ``nchwc`` at the padded
+        channels ORT's layout transformer gives it, or ``plain``; else the spec's own
+        channels and None."""
+        plain = (spec.c, spec.c_out or spec.c)
+        if not (self._nchwc and _nchwc_candidate(spec)):
+            return plain, None
+        blocked = nchwc_channels(spec.c, spec.c_out, self._nchwc)
+        return (blocked, "nchwc") if blocked else (plain, "plain")
+
+    def family(self, spec: OpSpec) -> tuple:
+        """The family key of ``spec`` in this table (see :func:`_family`)."""
+        return _family(spec, self.channels(spec)[1])
 
     # ------------------------------------------------------------------ kernels
     def _times(self, row: Row) -> tuple[float, float]:
@@ -330,10 +383,10 @@ class Predictor:
             failed = self.failed.get(spec.key)
             raise _Missing(f"its row says {failed.status}: {failed.message}" if failed else "no row of this exact kernel")
         # twins time the same kernel (INT8 conv and conv+relu): their rows are one family
-        keys = tuple(dict.fromkeys(_family(s) for s in (spec, *spec.twins)))
+        keys = tuple(dict.fromkeys(self.family(s) for s in (spec, *spec.twins)))
         family = [entry for key in keys for entry in self._families.get(key, [])]
         if not family:
-            failed = [r for r in self.failed.values() if isinstance(r.spec, OpSpec) and _family(r.spec) == _family(spec)]
+            failed = [r for r in self.failed.values() if isinstance(r.spec, OpSpec) and self.family(r.spec) == self.family(spec)]
             why = f" (its rows say {failed[0].status}: {failed[0].message})" if failed else ""
             raise _Missing(
                 f"no {spec.precision} {_family_name(spec)} rows{why}; add an [[entry]] with "
@@ -369,15 +422,18 @@ class Predictor:
         """((compute ms, layout ms) of ``spec`` scaled from its nearest rows in ``family``
         by work at channel ``tile``, the indices of those rows, the nearest distance);
         ``skip``: a row left out (leave-one-out)."""
-        here = _position(spec)
-        dists = np.array([np.linalg.norm(_position(s) - here) for s, _ in family])
+        here = _position(spec, self.channels(spec)[0])
+        dists = np.array([np.linalg.norm(_position(s, self.channels(s)[0]) - here) for s, _ in family])
         if skip is not None:
             dists[skip] = np.inf
         order = np.argsort(dists)[:_NEIGHBOURS]
         weights = 1.0 / (dists[order] + 0.05)
-        per_work = np.array([np.array(self._times(family[i][1])) / _work(family[i][0], tile) for i in order])
-        times = weights @ per_work / weights.sum() * _work(spec, tile)
+        per_work = np.array([np.array(self._times(family[i][1])) / self._work(family[i][0], tile) for i in order])
+        times = weights @ per_work / weights.sum() * self._work(spec, tile)
         return (float(times[0]), float(times[1])), [int(i) for i in order], float(dists[order[0]])
+
+    def _work(self, spec: OpSpec, tile: int) -> float:
+        return _work(spec, tile, self.channels(spec)[0])
 
     def _tile(self, keys: tuple) -> int:
         """The channel tile of a conv family (its ``keys``: the family and its twins'),
@@ -519,7 +575,7 @@ def place_reorders(outputs, inputs: dict[str, int], costs: Sequence[KernelCost])
 
 def _family_name(spec: OpSpec) -> str:
     if spec.op in ("conv", "conv+relu"):
-        narrow = f" with {_NARROW} or fewer outputs" if _family(spec)[-1] else ""
+        narrow = f" with {_NARROW} or fewer outputs" if spec.c_out and spec.c_out <= _NARROW else ""
         return f"{spec.op} {spec.kernel}x{spec.kernel}{narrow}"
     if spec.op == "resize":
         return f"resize {spec.mode} ×{spec.scale}"

@@ -549,6 +549,105 @@ def test_the_committed_cpu_tables_tiny_rows_leave_the_wide_families_tiles_alone(
     assert any(wide._tile((k,)) > 1 for k in keys)
 
 
+def _conv_model(c_in: int, c_out: int, k: int) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    weight = onnx.numpy_helper.from_array(rng.standard_normal((c_out, c_in, k, k)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4)], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_nchwc_rule_is_what_onnx_runtime_does_on_this_host(tmp_path):
+    """oplat's NCHWc rule (which FP32 convs ORT blocks, at which padded channels) against
+    the weights of the NCHWc conv in ORT's own optimized graph, for channel pairs on and
+    off the block, 1×1 and 3×3."""
+    import onnxruntime as ort
+
+    from oplat.backends.ort import nchwc_block, nchwc_channels
+    from oplat.fingerprint import cpu_isa
+
+    block = nchwc_block(cpu_isa())
+    if block is None:
+        pytest.skip("this CPU has no AVX2: ORT's MLAS runs no NCHWc convs here")
+    seen = set()
+    for c_in, c_out in [(1, 16), (3, 27), (5, 5), (7, 16), (8, 3), (10, 10), (11, 30), (12, 12), (14, 14), (16, 1),
+                        (20, 20), (27, 27), (28, 28), (30, 27), (36, 36), (60, 60), (64, 27)]:
+        for k in (1, 3):
+            so = ort.SessionOptions()
+            so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+            ort.InferenceSession(_conv_model(c_in, c_out, k).SerializeToString(), so, providers=["CPUExecutionProvider"])
+            optimized = onnx.load(so.optimized_model_filepath)
+            weights = {t.name: tuple(t.dims) for t in optimized.graph.initializer}
+            conv = next(n for n in optimized.graph.node if n.op_type == "Conv")
+            ran = (weights[conv.input[1]][1], weights[conv.input[1]][0]) if conv.domain == "com.microsoft.nchwc" else None
+            assert nchwc_channels(c_in, c_out, block) == ran, (c_in, c_out, k)
+            seen.add(ran is None)
+    assert seen == {True, False}  # both regimes were met
+
+
+def test_fp32_convs_are_priced_at_the_channels_ort_pads_them_to():
+    """ORT computes a 28→28 FP32 conv as 32→32 (its NCHWc block is 8 here): left out of
+    the committed cpu table, that row is priced from the 32-wide rows within 5 % (by plain
+    MACs it was 0.86×), while 27→27, which ORT runs plain, is priced from plain rows only."""
+    from pathlib import Path
+
+    from oplat.graph import Kernel
+    from oplat.table import read_table
+
+    rows = read_table(Path(__file__).resolve().parents[1] / "results" / "cpu" / "sr-core.jsonl").rows
+    if "avx2" not in rows[0].device.get("cpu_isa", "").split():
+        pytest.skip("the committed cpu table is not of an AVX2 host")
+    row = next(r for r in rows if r.ok and r.spec.op == "conv+relu" and r.spec.precision == "fp32"
+               and (r.spec.c, r.spec.c_out, r.spec.h) == (28, 28, 360))
+    predictor = Predictor([r for r in rows if r.key != row.key])
+    assert predictor.channels(row.spec) == ((32, 32), "nchwc")
+    cost = predictor.kernel_cost(Kernel(spec=row.spec, nodes=("c",), inputs=(), outputs=()))
+    assert cost.source == "predicted" and "32→32" in cost.basis
+    assert 0.95 < (cost.compute_ms + cost.layout_ms) / row.stat_ms("p10") < 1.05
+    plain = OpSpec("conv+relu", c=27, h=272, w=480, c_out=27, kernel=3, precision="fp32")
+    assert predictor.channels(plain) == ((27, 27), "plain")
+    family = predictor._families[predictor.family(plain)]
+    assert family and all(predictor.channels(s)[1] == "plain" for s, _ in family)
+
+
+def test_int8_convs_split_by_output_channels_in_eights():
+    """ORT's INT8 convs (QLinearConv, NHWC) run output channels that are not a multiple of
+    8 at their own, slower rate whatever the input (28→28 at 30 µs per 16-padded MMAC,
+    28→48 at 22, like 32→48): 16→16 left out of the committed cpu table was priced 2.3×
+    its row from the 12-wide ones when a multiple of 4 was "aligned"; now within 15 %."""
+    from pathlib import Path
+
+    from oplat.graph import Kernel
+    from oplat.table import read_table
+
+    rows = read_table(Path(__file__).resolve().parents[1] / "results" / "cpu" / "sr-core.jsonl").rows
+    int8 = lambda c, c_out: OpSpec("conv+relu", c=c, h=360, w=640, c_out=c_out, kernel=3, precision="int8")  # noqa: E731
+    full = Predictor(rows)
+    assert full.family(int8(28, 28)) != full.family(int8(32, 32))
+    assert full.family(int8(28, 48)) == full.family(int8(32, 48)) == full.family(int8(24, 24))
+    left_out = {int8(16, 16).key, *(t.key for t in int8(16, 16).twins)}
+    row = next(r for r in rows if r.key == int8(16, 16).key)
+    cost = Predictor([r for r in rows if r.key not in left_out]).kernel_cost(
+        Kernel(spec=int8(16, 16), nodes=("c",), inputs=(), outputs=()))
+    assert cost.source == "predicted" and "→12 " not in cost.basis
+    assert 0.85 < (cost.compute_ms + cost.layout_ms) / row.stat_ms("p10") < 1.15
+
+
+def test_a_table_whose_rows_contradict_the_nchwc_rule_is_priced_by_plain_macs():
+    """The rule is taken only where the table's own profiles agree with it (another ORT,
+    optimizations off): one 32→32 FP32 row that ran plain turns it off."""
+    spec = OpSpec("conv+relu", c=32, h=90, w=160, c_out=32, kernel=3, precision="fp32")
+    row = fake_row(spec, 5.0) | {"device": {"name": "cpu", "runtime": "onnxruntime", "cpu_isa": "avx2 fma"}}
+    blocked = [{"name": "y_nchwc", "op_type": "Conv", "median_ms": 4.6, "layout": False},
+               {"name": "ReorderOutput", "op_type": "ReorderOutput", "median_ms": 0.4, "layout": True}]
+    assert Predictor([row | {"kernels": blocked}]).channels(spec)[1] == "nchwc"
+    ran_plain = [{"name": "Conv_0", "op_type": "FusedConv", "median_ms": 5.0, "layout": False}]
+    assert Predictor([row | {"kernels": ran_plain}]).channels(spec) == ((32, 32), None)
+
+
 
 def _with_a_row_of_1ms(table, tmp_path):
     """(a copy of ``table`` with one more row of at least 1 ms — the only kind drift checks

@@ -20,8 +20,8 @@ import numpy as np
 
 from oplat.backends import KernelProfile, Session, Unsupported, import_problem, summarize_profile
 
-__all__ = ["MODEL_FORMATS", "InnerReorders", "available", "exact_session", "fingerprint", "inner_reorders", "runtime",
-           "runs_without_transposes", "open"]
+__all__ = ["MODEL_FORMATS", "InnerReorders", "available", "exact_session", "fingerprint", "inner_reorders", "nchwc_block",
+           "nchwc_channels", "ran_nchwc", "runtime", "runs_without_transposes", "open"]
 
 #: Model formats :func:`open` takes.
 MODEL_FORMATS: tuple[str, ...] = ("onnx",)
@@ -169,6 +169,43 @@ def _optimized_graph(model, options: dict | None):
         so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
         ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         return onnx.load(so.optimized_model_filepath, load_external_data=False)
+
+
+def nchwc_block(cpu_isa: str) -> int | None:
+    """The NCHWc block (floats) of ORT's MLAS on a CPU with these flags (``cpu_isa`` of a
+    row's fingerprint): 16 with AVX-512F, 8 with AVX2; None where MLAS has no NCHWc
+    kernels (its layout transformer then leaves FP32 convs alone)."""
+    flags = set(cpu_isa.split())
+    if "avx512f" in flags:
+        return 16
+    return 8 if "avx2" in flags else None
+
+
+def nchwc_channels(c_in: int, c_out: int, block: int) -> tuple[int, int] | None:
+    """(input, output channels) a plain FP32 Conv (group 1) computes at once ORT's NCHWc
+    layout transformer has taken it: the output padded to the block, the input too when
+    it holds a block or more. A conv whose input of a block or more is not a multiple of 4
+    stays a plain NCHW Conv (im2col + SGEMM): None. Read from the weights ORT's optimized
+    graph gives the NCHWc conv (a 28→28 conv computes as 32→32, 16→1 as 16→8, 3→27 as
+    3→32; 27→27 and 10→10 stay plain); ``tests/test_predict.py`` checks this rule
+    against ORT on the host it runs on."""
+    if c_in >= block and c_in % 4:
+        return None
+
+    def pad(c: int) -> int:
+        return -(-c // block) * block
+
+    return (pad(c_in) if c_in >= block else c_in), pad(c_out)
+
+
+def ran_nchwc(kernels) -> bool | None:
+    """Whether a lone conv's per-node profile (a row's ``kernels``) shows ORT ran it as
+    an NCHWc conv (its node renamed ``…_nchwc``, or Reorder nodes around it); None
+    without a profile."""
+    if not kernels:
+        return None
+    return any(str(k.get("name", "")).endswith("_nchwc") or k.get("op_type") in ("ReorderInput", "ReorderOutput")
+               for k in kernels)
 
 
 #: Ops that run NHWC even alone (their lone rows show the Transposes around them).
