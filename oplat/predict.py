@@ -382,8 +382,9 @@ class Predictor:
         if isinstance(spec, NodeSpec):  # any other op: priced by its exact signature only
             failed = self.failed.get(spec.key)
             raise _Missing(f"its row says {failed.status}: {failed.message}" if failed else "no row of this exact kernel")
-        # twins time the same kernel (INT8 conv and conv+relu): their rows are one family
-        keys = tuple(dict.fromkeys(self.family(s) for s in (spec, *spec.twins)))
+        # twins time the same kernel (INT8 conv and conv+relu): their rows are one family,
+        # in one order whichever twin asks (the tile and the neighbours' ties depend on it)
+        keys = tuple(sorted({self.family(s) for s in (spec, *spec.twins)}, key=repr))
         family = [entry for key in keys for entry in self._families.get(key, [])]
         if not family:
             failed = [r for r in self.failed.values() if isinstance(r.spec, OpSpec) and self.family(r.spec) == self.family(spec)]
@@ -421,11 +422,13 @@ class Predictor:
     def _neighbours(self, family: list, spec: OpSpec, tile: int, skip: int | None = None):
         """((compute ms, layout ms) of ``spec`` scaled from its nearest rows in ``family``
         by work at channel ``tile``, the indices of those rows, the nearest distance);
-        ``skip``: a row left out (leave-one-out)."""
+        ``skip``: a row left out (leave-one-out), with its twins (the INT8 conv and
+        conv+relu of one shape time the same kernel)."""
         here = _position(spec, self.channels(spec)[0])
         dists = np.array([np.linalg.norm(_position(s, self.channels(s)[0]) - here) for s, _ in family])
         if skip is not None:
-            dists[skip] = np.inf
+            left_out = {s.key for s in (family[skip][0], *family[skip][0].twins)}
+            dists[[i for i, (s, _) in enumerate(family) if s.key in left_out]] = np.inf
         order = np.argsort(dists)[:_NEIGHBOURS]
         weights = 1.0 / (dists[order] + 0.05)
         per_work = np.array([np.array(self._times(family[i][1])) / self._work(family[i][0], tile) for i in order])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -368,16 +369,17 @@ def test_a_network_too_far_from_the_table_is_refused_not_priced(small_table):
 
 
 # ---------------------------------------------------------------------- channel tiles
-def _tiled_rows(tile: int) -> list[dict]:
-    """conv3x3+relu rows whose time is MACs with the output channels padded to ``tile``
-    (as a runtime with ``tile``-lane vectors runs them), on a grid of channel counts."""
+def _tiled_rows(tile: int, precision: str = "fp32", ops: tuple[str, ...] = ("conv+relu",)) -> list[dict]:
+    """conv3x3 rows (of each of ``ops``) whose time is MACs with the output channels padded
+    to ``tile`` (as a runtime with ``tile``-lane vectors runs them), on a grid of channel
+    counts."""
     from oplat.spec import OpSpec
 
     rows = []
     for c in (8, 16, 24, 32, 40, 48, 56, 64):
         for c_out in (8, 16, 24, 32, 40, 48, 56, 64):
-            for h, w in ((90, 160), (180, 320)):
-                s = OpSpec("conv+relu", c=c, h=h, w=w, c_out=c_out, kernel=3, precision="fp32")
+            for (h, w), op in itertools.product(((90, 160), (180, 320)), ops):
+                s = OpSpec(op, c=c, h=h, w=w, c_out=c_out, kernel=3, precision=precision)
                 padded = -(-c_out // tile) * tile
                 rows.append({"schema_version": 1, "key": s.key, "spec": s.as_dict(), "label": s.label(), "status": "ok",
                              "device": {"name": "fake"}, "median_ms": s.macs / c_out * padded / 1e9})
@@ -399,6 +401,38 @@ def test_channel_tile_is_inferred_from_the_table(tile):
         truth = spec.macs / c_out * (-(-c_out // tile) * tile) / 1e9
         assert cost.source == "predicted" and cost.compute_ms == pytest.approx(truth, rel=0.02), (c_out, cost.basis)
         assert (f"padded to {tile}s" in cost.basis) == (tile > 1)
+
+
+def test_leave_one_out_leaves_a_rows_twin_out_too():
+    """INT8 conv and conv+relu of one shape time the same kernel, so a table holds both
+    at every point: leaving one row out must leave its twin out too, or the twin prices it
+    and every tile seems to fit (the tile is inferred from these errors)."""
+    for tile in (1, 16):
+        once = Predictor(_tiled_rows(tile, "int8", ("conv+relu",)), source="fake")
+        twice = Predictor(_tiled_rows(tile, "int8", ("conv", "conv+relu")), source="fake")
+        [family_once] = [f for k, f in once._families.items() if k[0] == "conv+relu"]
+        family_twice = [e for k, f in sorted(twice._families.items(), key=repr) for e in f]
+        wrong = 17 - tile  # the other tile: a rate law these rows do not follow
+        assert once._loo_error(family_once, tile) == twice._loo_error(family_twice, tile) == pytest.approx(0, abs=1e-9)
+        # a twin standing in (weight 20 at distance 0) hid the misfit: 0.021 against 0.09
+        assert twice._loo_error(family_twice, wrong) == pytest.approx(once._loo_error(family_once, wrong), rel=0.1)
+        assert once._loo_error(family_once, wrong) > 0.05
+
+
+def test_int8_twins_off_the_grid_are_priced_alike_whichever_asks():
+    """A twin's family, tile and neighbours do not depend on which twin is priced: on the
+    committed cpu table an off-grid 36→36 INT8 conv was priced at 67.1 ms as conv+relu and
+    47.3 ms as conv (the family's rows in another order tipped its tile from 1 to 32);
+    the network's 36→36 convs ran about 43 ms each at 272×480."""
+    from pathlib import Path
+
+    from oplat.graph import Kernel
+    from oplat.spec import OpSpec
+
+    predictor = Predictor.from_table(Path(__file__).resolve().parents[1] / "results" / "cpu" / "sr-core.jsonl")
+    costs = [predictor.kernel_cost(Kernel(spec=OpSpec(op, c=36, h=272, w=480, c_out=36, kernel=3, precision="int8"), nodes=("conv",)))
+             for op in ("conv", "conv+relu")]
+    assert costs[0].compute_ms == pytest.approx(costs[1].compute_ms, rel=1e-9) and costs[0].basis == costs[1].basis
 
 
 def _conv_prelu_model(prelu: bool) -> onnx.ModelProto:
@@ -710,3 +744,37 @@ def test_calibrate_refuses_a_fit_while_the_table_s_rows_have_drifted(small_table
     assert "fp32 drift check" in r.err and "× their table p10" in r.err and "re-measure the table" in r.err
     stored = compose_path(copy)
     assert not stored.exists() or "fp32" not in json.loads(stored.read_text()).get("composition", {})
+
+
+def _reprice_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reprice.py"
+    spec = importlib.util.spec_from_file_location("reprice", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_committed_cpu_validate_reports_are_still_priced_as_reported(precision):
+    """The committed in-grid networks run only measured kernels: re-priced by today's
+    predictor from the same table (``benchmarks/reprice.py``; in-network reorders as the
+    report planned them), each comes out at the prediction its report holds, so a
+    predictor change cannot move the sr-core validate figures without this failing."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from oplat.validate import ValidationReport
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    report = ValidationReport.from_dict(json.loads((root / "validate" / "cpu" / f"abpn-{precision}.json").read_text()))
+    assert len(report.results) >= 30
+    # every FP32 network; 4 INT8 ones (quantizing one at 360×640 takes 4–5 s here)
+    before = report if precision == "fp32" else replace(report, results=report.results[::10])
+    after = _reprice_module().reprice(before, Predictor.from_table(root / "cpu" / "sr-core.jsonl", stat=before.stat))
+    assert len(after.results) == len(before.results)
+    for old, new in zip(before.results, after.results):
+        assert new.measured_ms == old.measured_ms and new.predicted_ms == pytest.approx(old.predicted_ms, rel=1e-6), old.arch
+    assert after.share_within(5) == before.share_within(5) == 100.0
