@@ -399,3 +399,34 @@ def test_every_fusion_pair_converts_and_runs_for_every_converting_device(precisi
             assert np.abs(got.astype(np.int32) - want.astype(np.int32)).max() <= 2
         else:
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_calibrate_on_litert_completes_for_fp32_and_int8(tmp_path, cli):
+    """`oplat calibrate --device litert` on a table measured on litert: the INT8 fusion
+    pairs convert (one set of quantization parameters at each seam), both precisions are
+    fitted on networks measured in LiteRT, and the composition file holds both."""
+    import json
+
+    from oplat.arch import arch_ops
+    from oplat.devices import get_device
+    from oplat.measure import measure_specs
+    from oplat.predict import compose_path
+    from oplat.space import space_from_dict
+    from oplat.timing import TimingPolicy
+    from oplat.validate import sample_networks
+
+    space_dict = {"name": "tiny", "scale": 3, "in_h": 24, "in_w": 32, "depth_min": 1, "depth_max": 2,
+                  "channels": [8, 16], "channel_align": 8, "residuals": ["anchor", "none"]}
+    space = space_from_dict(space_dict)
+    specs = sorted({s for p in ("fp32", "int8") for a in sample_networks(space, 30, seed=5) for s in arch_ops(a, p)},
+                   key=lambda s: s.key)
+    table = tmp_path / "tiny.jsonl"
+    measure_specs(specs, get_device("litert"), opset="tiny", out=table, policy=TimingPolicy.quick(), progress=False)
+    space_file = tmp_path / "tiny.toml"
+    space_file.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in space_dict.items()))  # JSON values are TOML
+    r = cli("calibrate", "--device", "litert", "--table", str(table), "--space", str(space_file),
+            "--precision", "fp32,int8", "--networks", "3", "--no-progress")
+    assert r.code == 0, r.err
+    stored = json.loads(compose_path(table).read_text())
+    assert set(stored["composition"]) == {"fp32", "int8"}
+    assert all(len(stored["networks"][p]) == 3 and all(n["measured_ms"] > 0 for n in stored["networks"][p]) for p in ("fp32", "int8"))
