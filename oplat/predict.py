@@ -133,7 +133,7 @@ class Prediction:
         return sum(k.source == "measured" for k in self.kernels) / max(1, len(self.kernels))
 
 
-def _family(spec: OpSpec, regime: str | None = None) -> tuple:
+def _family(spec: OpSpec, regime: str | None = None, int8_align: int = 4) -> tuple:
     """Rows of one family can stand in for each other (scaled by work). Convs are split
     by output-channel alignment: runtimes run odd channel counts 2–3× slower per MAC
     (ORT INT8 27- vs 28-channel), so an aligned conv is never priced from odd rows; and
@@ -142,8 +142,10 @@ def _family(spec: OpSpec, regime: str | None = None) -> tuple:
     ``regime``: how the runtime runs the conv where the predictor knows it (ORT FP32:
     ``nchwc``, blocked at padded channels, or ``plain`` im2col + SGEMM; see
     :meth:`Predictor.channels`): a blocked conv's output alignment is its padding, so
-    alignment no longer splits it."""
-    aligned = (spec.c_out % (8 if spec.precision == "int8" else 4) == 0) if spec.c_out and regime != "nchwc" else None
+    alignment no longer splits it. ``int8_align``: the alignment of INT8 convs, which
+    the table's own rows decide (:meth:`Predictor._int8_alignment`)."""
+    align = int8_align if spec.precision == "int8" else 4
+    aligned = (spec.c_out % align == 0) if spec.c_out and regime != "nchwc" else None
     narrow = bool(spec.c_out) and spec.c_out <= _NARROW
     return (spec.op, spec.kernel, spec.precision, spec.mode, spec.scale, spec.block,
             spec.arity if spec.op == "concat" else None, aligned, spec.layout, narrow, regime)
@@ -253,9 +255,10 @@ class Predictor:
         self._families: dict[tuple, list[tuple[OpSpec, Row]]] = {}
         self._tiles: dict[tuple, int] = {}  # conv family keys -> their inferred channel tile (see _tile)
         self._nchwc = self._nchwc_block()
-        for row in self.rows.values():
-            if isinstance(row.spec, OpSpec):  # node kernels are priced by exact signature only
-                self._families.setdefault(self.family(row.spec), []).append((row.spec, row))
+        self._int8_align = 4
+        self._families = self._grouped()
+        self._int8_align = self._int8_alignment()
+        self._families = self._grouped()
 
     @classmethod
     def from_table(cls, path: str | Path, stat: str | None = None) -> Predictor:
@@ -309,7 +312,36 @@ class Predictor:
 
     def family(self, spec: OpSpec) -> tuple:
         """The family key of ``spec`` in this table (see :func:`_family`)."""
-        return _family(spec, self.channels(spec)[1])
+        return _family(spec, self.channels(spec)[1], self._int8_align)
+
+    def _grouped(self) -> dict[tuple, list[tuple[OpSpec, Row]]]:
+        families: dict[tuple, list[tuple[OpSpec, Row]]] = {}
+        for row in self.rows.values():
+            if isinstance(row.spec, OpSpec):  # node kernels are priced by exact signature only
+                families.setdefault(self.family(row.spec), []).append((row.spec, row))
+        return families
+
+    def _int8_alignment(self) -> int:
+        """The output-channel alignment that splits INT8 conv families: 8 where it prices
+        the table's own INT8 conv rows better than 4 when each is left out (median |log|
+        error of the neighbour estimates), else 4. ORT's QLinearConv on AVX2 without VNNI
+        runs 28→28 1.6× slower per MAC than 32→32 (widths ≡ 4 mod 8 price like odd ones:
+        8 wins, 0.027 vs 0.032); with VNNI they run at the aligned rate (4 wins, 0.044 vs
+        0.060)."""
+        errors = {}
+        for align in (4, 8):
+            self._int8_align, self._tiles = align, {}
+            self._families = self._grouped()
+            twins = {tuple(sorted({k, (("conv+relu" if k[0] == "conv" else "conv"), *k[1:])}, key=repr))
+                     for k in self._families if k[0] in ("conv", "conv+relu") and k[2] == "int8"}
+            found = []
+            for keys in twins:
+                family = [entry for key in keys for entry in self._families.get(key, [])]
+                if len(family) >= 3:
+                    found += self._loo_errors(family, self._tile(keys))
+            errors[align] = float(np.median(found)) if found else math.inf
+        self._tiles = {}
+        return 8 if errors[8] < errors[4] else 4
 
     # ------------------------------------------------------------------ kernels
     def _times(self, row: Row) -> tuple[float, float]:
@@ -456,6 +488,11 @@ class Predictor:
 
     def _loo_error(self, family: list, tile: int) -> float:
         """Median |log(estimate / row)| of each row of ``family`` priced from the others."""
+        errors = self._loo_errors(family, tile)
+        return float(np.median(errors)) if errors else math.inf
+
+    def _loo_errors(self, family: list, tile: int) -> list[float]:
+        """|log(estimate / row)| of each row of ``family`` priced from the others."""
         errors = []
         for i, (spec, row) in enumerate(family):
             if min(spec.c, spec.c_out or spec.c) < _TILE_MIN_CHANNELS:
@@ -464,7 +501,7 @@ class Predictor:
             actual = self._times(row)[0]
             if nearest <= _FLAG_DISTANCE and compute > 0 and actual > 0:
                 errors.append(abs(math.log(compute / actual)))
-        return float(np.median(errors)) if errors else math.inf
+        return errors
 
     # ------------------------------------------------------------------ networks
     def predict(self, model_or_net, *, layout_model=None) -> Prediction:
