@@ -146,9 +146,13 @@ def _family(spec: OpSpec, regime: str | None = None, int8_align: int = 4) -> tup
     the table's own rows decide (:meth:`Predictor._int8_alignment`)."""
     align = int8_align if spec.precision == "int8" else 4
     aligned = (spec.c_out % align == 0) if spec.c_out and regime != "nchwc" else None
-    narrow = bool(spec.c_out) and spec.c_out <= _NARROW
     return (spec.op, spec.kernel, spec.precision, spec.mode, spec.scale, spec.block,
-            spec.arity if spec.op == "concat" else None, aligned, spec.layout, narrow, regime)
+            spec.arity if spec.op == "concat" else None, aligned, spec.layout, _is_narrow(spec), regime)
+
+
+def _is_narrow(spec: OpSpec) -> bool:
+    """A conv with 1–:data:`_NARROW` outputs: a narrow tail, its own family."""
+    return bool(spec.c_out) and spec.c_out <= _NARROW
 
 
 #: Channel tiles a runtime may pad a convolution's channels to (vector lanes, blocked
@@ -252,13 +256,10 @@ class Predictor:
         self.device = next((r.device for r in rows), {})
         #: (first, last) time the table's rows were measured, for provenance lines.
         self.measured_between = measured_between
-        self._families: dict[tuple, list[tuple[OpSpec, Row]]] = {}
         self._tiles: dict[tuple, int] = {}  # conv family keys -> their inferred channel tile (see _tile)
         self._nchwc = self._nchwc_block()
-        self._int8_align = 4
-        self._families = self._grouped()
-        self._int8_align = self._int8_alignment()
-        self._families = self._grouped()
+        self._int8_align = self._int8_alignment()  # groups the rows both ways to choose
+        self._families: dict[tuple, list[tuple[OpSpec, Row]]] = self._grouped()
 
     @classmethod
     def from_table(cls, path: str | Path, stat: str | None = None) -> Predictor:
@@ -314,6 +315,16 @@ class Predictor:
         """The family key of ``spec`` in this table (see :func:`_family`)."""
         return _family(spec, self.channels(spec)[1], self._int8_align)
 
+    def _twin_keys(self, spec: OpSpec) -> tuple:
+        """The family keys of ``spec`` and its twins (INT8 conv and conv+relu time the same
+        kernel: their rows are one family), in one order whichever twin asks (the tile and
+        the neighbours' ties depend on it)."""
+        return tuple(sorted({self.family(s) for s in (spec, *spec.twins)}, key=repr))
+
+    def _members(self, keys: tuple) -> list[tuple[OpSpec, Row]]:
+        """The rows of the families ``keys`` (a family and its twins')."""
+        return [entry for key in keys for entry in self._families.get(key, [])]
+
     def _grouped(self) -> dict[tuple, list[tuple[OpSpec, Row]]]:
         families: dict[tuple, list[tuple[OpSpec, Row]]] = {}
         for row in self.rows.values():
@@ -326,17 +337,17 @@ class Predictor:
         the table's own INT8 conv rows better than 4 when each is left out (median |log|
         error of the neighbour estimates), else 4. ORT's QLinearConv on AVX2 without VNNI
         runs 28→28 1.6× slower per MAC than 32→32 (widths ≡ 4 mod 8 price like odd ones:
-        8 wins, 0.027 vs 0.032); with VNNI they run at the aligned rate (4 wins, 0.044 vs
-        0.060)."""
+        8 wins, 0.029 vs 0.034 on the AMD EPYC cpu table); with VNNI they run at the
+        aligned rate (4 wins, 0.047 vs 0.063 on the Intel Xeon one)."""
         errors = {}
         for align in (4, 8):
             self._int8_align, self._tiles = align, {}
             self._families = self._grouped()
-            twins = {tuple(sorted({k, (("conv+relu" if k[0] == "conv" else "conv"), *k[1:])}, key=repr))
-                     for k in self._families if k[0] in ("conv", "conv+relu") and k[2] == "int8"}
+            twins = {self._twin_keys(spec) for family in self._families.values() for spec, _ in family
+                     if spec.op in ("conv", "conv+relu") and spec.precision == "int8"}
             found = []
             for keys in twins:
-                family = [entry for key in keys for entry in self._families.get(key, [])]
+                family = self._members(keys)
                 if len(family) >= 3:
                     found += self._loo_errors(family, self._tile(keys))
             errors[align] = float(np.median(found)) if found else math.inf
@@ -414,10 +425,8 @@ class Predictor:
         if isinstance(spec, NodeSpec):  # any other op: priced by its exact signature only
             failed = self.failed.get(spec.key)
             raise _Missing(f"its row says {failed.status}: {failed.message}" if failed else "no row of this exact kernel")
-        # twins time the same kernel (INT8 conv and conv+relu): their rows are one family,
-        # in one order whichever twin asks (the tile and the neighbours' ties depend on it)
-        keys = tuple(sorted({self.family(s) for s in (spec, *spec.twins)}, key=repr))
-        family = [entry for key in keys for entry in self._families.get(key, [])]
+        keys = self._twin_keys(spec)
+        family = self._members(keys)
         if not family:
             failed = [r for r in self.failed.values() if isinstance(r.spec, OpSpec) and self.family(r.spec) == self.family(spec)]
             why = f" (its rows say {failed[0].status}: {failed[0].message})" if failed else ""
@@ -476,7 +485,7 @@ class Predictor:
         closest to the rows (1 unless it clearly beats no padding; see :data:`_TILE_GAIN`)."""
         if keys in self._tiles:
             return self._tiles[keys]
-        family = [entry for key in keys for entry in self._families.get(key, [])]
+        family = self._members(keys)
         tile = 1
         if keys[0][0] in ("conv", "conv+relu") and len(family) >= _TILE_MIN_ROWS:
             errors = {t: self._loo_error(family, t) for t in _TILES}
@@ -615,7 +624,7 @@ def place_reorders(outputs, inputs: dict[str, int], costs: Sequence[KernelCost])
 
 def _family_name(spec: OpSpec) -> str:
     if spec.op in ("conv", "conv+relu"):
-        narrow = f" with {_NARROW} or fewer outputs" if spec.c_out and spec.c_out <= _NARROW else ""
+        narrow = f" with {_NARROW} or fewer outputs" if _is_narrow(spec) else ""
         return f"{spec.op} {spec.kernel}x{spec.kernel}{narrow}"
     if spec.op == "resize":
         return f"resize {spec.mode} ×{spec.scale}"
