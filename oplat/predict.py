@@ -163,6 +163,9 @@ _TILES = (1, 4, 8, 16, 32)
 _TILE_GAIN = 0.8
 #: Fewest rows of a family for a tile to be inferred from them.
 _TILE_MIN_ROWS = 6
+#: The INT8 alignment of 8 is taken only where its leave-one-out error is this share of
+#: the alignment of 4's or less (on uniform rows the two differ by rounding alone).
+_ALIGN_GAIN = 0.95
 #: Output channels up to which a conv is a narrow tail (its own family, see _family).
 _NARROW = 4
 #: Rows with fewer channels on a side than this do not vote on a family's tile: padding
@@ -338,7 +341,8 @@ class Predictor:
         error of the neighbour estimates), else 4. ORT's QLinearConv on AVX2 without VNNI
         runs 28→28 1.6× slower per MAC than 32→32 (widths ≡ 4 mod 8 price like odd ones:
         8 wins, 0.029 vs 0.034 on the AMD EPYC cpu table); with VNNI they run at the
-        aligned rate (4 wins, 0.047 vs 0.063 on the Intel Xeon one)."""
+        aligned rate (4 wins, 0.047 vs 0.063 on the Intel Xeon one). 8 must win by
+        :data:`_ALIGN_GAIN`: rows that tell the two apart no better than rounding keep 4."""
         errors = {}
         for align in (4, 8):
             self._int8_align, self._tiles = align, {}
@@ -352,7 +356,7 @@ class Predictor:
                     found += self._loo_errors(family, self._tile(keys))
             errors[align] = float(np.median(found)) if found else math.inf
         self._tiles = {}
-        return 8 if errors[8] < errors[4] else 4
+        return 8 if errors[8] < _ALIGN_GAIN * errors[4] - 1e-9 else 4
 
     # ------------------------------------------------------------------ kernels
     def _times(self, row: Row) -> tuple[float, float]:
