@@ -685,8 +685,8 @@ def fit_composition(samples: Sequence[tuple[dict[str, float], float]]) -> Compos
     Each candidate model (plain sum; + boundary; + constant; with or without a fitted
     compute scale) is fitted by relative least squares with non-negative coefficients
     and scored by its leave-one-out mean absolute % error; the simplest model within one
-    standard error (at least :data:`_MIN_GAIN_PCT`) of the best wins. ``samples``:
-    (features, measured_ms).
+    standard error (at least :data:`_MIN_GAIN_PCT`) of the best wins, with a boundary
+    term preferred to a constant of the same rank. ``samples``: (features, measured_ms).
     """
     if len(samples) < 3:
         raise OplatError(f"a composition fit needs at least 3 measured networks, got {len(samples)}")
@@ -713,7 +713,12 @@ def fit_composition(samples: Sequence[tuple[dict[str, float], float]]) -> Compos
         raise OplatError("composition fit failed: no non-negative fit; measure more (and more varied) networks")
     best = min(scored, key=lambda s: s[0])
     margin = max(_MIN_GAIN_PCT, best[5])
-    loo, _, names, coef, fitted, _ = min((s for s in scored if s[0] <= best[0] + margin), key=lambda s: (s[1], s[0]))
+    # Among the simplest models within the margin, a term that scales with the image (the
+    # boundary) before a per-call constant: networks measured at one input size cannot
+    # tell the two apart (same leave-one-out error), and a per-call constant carries the
+    # one size's shortfall unchanged to every other size.
+    loo, _, names, coef, fitted, _ = min((s for s in scored if s[0] <= best[0] + margin),
+                                         key=lambda s: (s[1], "const" in s[2], s[0]))
     values = dict(zip(names, (float(c) for c in coef)))
     return Composition(
         compute=values.get("compute", 1.0),

@@ -144,6 +144,23 @@ def test_composition_fit_prefers_the_plain_sum_on_noise():
     assert c.loo_mape_pct < 5.0
 
 
+def test_composition_fit_scales_a_one_size_shortfall_with_the_image():
+    """Networks measured at one input size, each 8 ms over its kernels' sum: a constant and
+    a boundary term fit them alike, and the fit takes the boundary, so a network at half
+    the pixels is charged half (a per-call constant carried 7.6 ms to every 272×480
+    network of an off-grid run and over-priced small ones by up to +14 %)."""
+    samples = [({"compute_ms": c, "layout_ms": 0.0, "boundary_melem": 6.912}, c + 8.0) for c in (60, 120, 250, 400, 700, 1000)]
+    c = fit_composition(samples)
+    assert c.const_ms == 0.0 and c.boundary_per_melem_ms == pytest.approx(8.0 / 6.912, rel=1e-6)
+    half = {"compute_ms": 100.0, "layout_ms": 0.0, "boundary_melem": 6.912 / 2}
+    assert c.total(half) == pytest.approx(104.0)
+    # at several sizes a real per-call constant is told apart and kept
+    varied = [({"compute_ms": c, "layout_ms": 0.0, "boundary_melem": b}, c + 8.0)
+              for c, b in [(60, 1.0), (120, 6.9), (250, 2.5), (400, 12.0), (700, 4.0), (1000, 9.0)]]
+    v = fit_composition(varied)
+    assert v.const_ms == pytest.approx(8.0, rel=1e-4) and v.boundary_per_melem_ms < 1e-6
+
+
 def test_p10_statistic_scales_the_wall_time_by_the_kernel_share():
     spec = OpSpec("conv", 8, 16, 16, c_out=8, kernel=3)
     row = fake_row(spec, 10.0)
