@@ -194,7 +194,7 @@ def run_device(device_name: str, networks: list[Net], table_dir: Path, *, quick:
         for km in kms:
             if km.spec.key not in models:
                 specs.append(km.spec)
-                models[km.spec.key] = (km.model, km.feeds)
+                models[km.spec.key] = (km.model, km.timing_feeds)
     print(f"[{device_name}] measuring {len(specs)} distinct kernels into {table}", flush=True)
     info["load_before_kernels"] = os.getloadavg()
     t0 = time.perf_counter()

@@ -193,7 +193,7 @@ def _model_kernels(paths: list[str], precisions: list[str] | None, device=None):
                 continue
             if km.spec.key not in models:
                 specs.append(km.spec)
-                models[km.spec.key] = (km.model, km.feeds)
+                models[km.spec.key] = (km.model, km.timing_feeds)
     names = "+".join(Path(p).stem for p in paths)
     return specs, models, f"model:{names}"[:100]
 

@@ -7,7 +7,14 @@ graph.outputs = [...]; graph.cleanup()`` — so its initializers stay constants 
 activations crossing the edge become graph inputs. Those inputs are fed with the values
 they really have inside the network on generated input: the network runs once in ONNX
 Runtime with every cut tensor as an extra output, so a kernel sees activations in their
-real range (a quantized kernel its real uint8 codes).
+real range (a quantized kernel its real uint8 codes). A kernel that occurs several times
+(one key) is timed on the inputs of all its occurrences, band by band along the image
+rows (:attr:`KernelModel.timing_feeds`): some kernels run at a speed that depends on the
+data (ORT's PRelu at 16×360×640: 6 ms on inputs of one sign, 25 ms on random signs;
+ECBSR's FP32 PReLU 10.6 ms on its first occurrence's inputs, 13.0 ms on all five's), so
+the first occurrence alone is not the network's average. Quantized codes are first
+re-expressed in the scale and zero point of the first occurrence, which the cut keeps
+(codes mean something only with their own).
 
 Given the ONNX Runtime device, a kernel that ORT runs on NHWC data inside the network
 (a PRelu or MaxPool between INT8 convs; :func:`oplat.backends.ort.inner_reorders`) is cut
@@ -39,15 +46,24 @@ __all__ = ["KernelModel", "extract_kernels", "kernel_model"]
 
 @dataclass(frozen=True)
 class KernelModel:
-    """One distinct kernel of a network: its spec, the one-kernel model and its feeds."""
+    """One distinct kernel of a network: its spec, the one-kernel model, its feeds (the
+    real inputs of its first occurrence: the cut computes what that node computes in the
+    network) and ``mixed``, where it occurs more than once, the feeds it is timed on."""
 
     kernel: Kernel
     model: onnx.ModelProto
     feeds: dict[str, np.ndarray]
+    mixed: dict[str, np.ndarray] | None = None
 
     @property
     def spec(self):
         return self.kernel.spec
+
+    @property
+    def timing_feeds(self) -> dict[str, np.ndarray]:
+        """What ``measure --model`` times the kernel on: the inputs of all its
+        occurrences band by band (see the module's docstring), else its feeds."""
+        return self.mixed if self.mixed is not None else self.feeds
 
 
 def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -124,16 +140,70 @@ def extract_kernels(model: onnx.ModelProto, *, device=None) -> list[KernelModel]
         distinct.setdefault(kernel.spec.key, kernel)
     layout = _layout(model, device)
     in_nhwc = {k.spec.key for k in net.kernels if layout.nhwc.intersection(k.nodes)}
-    values = _real_values(typed, [t for k in distinct.values() for t in k.inputs])
+    values = _real_values(typed, [t for k in net.kernels for t in k.inputs])
+    quant = _input_quantization(typed)
     out = []
     for kernel in distinct.values():
         cut = kernel_model(typed, kernel)
         feeds = {name: np.ascontiguousarray(values[name]) for name in kernel.inputs}
-        out.append(KernelModel(kernel, cut, feeds))
+        mixed = _mixed_feeds(kernel, [k for k in net.kernels if k.spec.key == kernel.spec.key], values, quant)
+        out.append(KernelModel(kernel, cut, feeds, mixed))
         variant = _nhwc_variant(cut, feeds, kernel, layout.native, device) if kernel.spec.key in in_nhwc else None
         if variant is not None:
-            out.append(KernelModel(replace(kernel, spec=replace(kernel.spec, layout="nhwc")), *variant))
+            nmixed = nhwc_feeds(mixed, variant[0]) if mixed is not None else None
+            out.append(KernelModel(replace(kernel, spec=replace(kernel.spec, layout="nhwc")), *variant, nmixed))
     return out
+
+
+def _input_quantization(model: onnx.ModelProto) -> dict[tuple[str, str], tuple[float, int]]:
+    """(DequantizeLinear node name, its input tensor) -> (scale, zero point), for the
+    per-tensor DequantizeLinear nodes whose scale and zero point are initializers."""
+    consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and len(node.input) >= 2:
+            scale = consts.get(node.input[1])
+            zero = consts.get(node.input[2]) if len(node.input) > 2 else np.zeros((), np.uint8)
+            if scale is not None and zero is not None and scale.size == 1 and zero.size == 1:
+                out[(node.name, node.input[0])] = (float(scale.reshape(())), int(zero.reshape(())))
+    return out
+
+
+def _requantized(codes: np.ndarray, source: tuple[float, int], target: tuple[float, int]) -> np.ndarray:
+    """Quantized ``codes`` (scale, zero point ``source``) as the same real values in the
+    codes of ``target``, clipped to the type's range."""
+    info = np.iinfo(codes.dtype)
+    real = (codes.astype(np.float64) - source[1]) * source[0]
+    return np.clip(np.rint(real / target[0]) + target[1], info.min, info.max).astype(codes.dtype)
+
+
+def _mixed_feeds(kernel: Kernel, occurrences: list[Kernel], values: dict[str, np.ndarray],
+                 quant: dict[tuple[str, str], tuple[float, int]]) -> dict[str, np.ndarray] | None:
+    """Feeds of ``kernel`` made of the real inputs of each of its ``occurrences`` in turn,
+    one band of image rows each (axis 2 of NCHW tensors): data-dependent kernels are then
+    timed at the network's mix of data. Quantized inputs are first expressed in the codes
+    of the first occurrence's DequantizeLinear (``quant``), which the cut keeps. None for a
+    kernel that occurs once, or whose inputs are not image tensors of one shape at every
+    occurrence, or are quantized other than per tensor."""
+    if len(occurrences) < 2:
+        return None
+    mixed = {}
+    for j, name in enumerate(kernel.inputs):
+        arrays = [values[k.inputs[j]] if j < len(k.inputs) else None for k in occurrences]
+        first = arrays[0]
+        if first.ndim != 4 or first.shape[2] < len(arrays) or any(
+                a is None or a.shape != first.shape or a.dtype != first.dtype for a in arrays):
+            return None
+        if not np.issubdtype(first.dtype, np.floating):
+            scales = [next((q for (node, t), q in quant.items() if t == k.inputs[j] and node in k.members), None)
+                      for k in occurrences]
+            if any(q is None for q in scales):
+                return None
+            arrays = [_requantized(a, q, scales[0]) for a, q in zip(arrays, scales)]
+        bounds = np.linspace(0, first.shape[2], len(arrays) + 1).astype(int)
+        mixed[name] = np.ascontiguousarray(np.concatenate(
+            [a[:, :, lo:hi] for a, lo, hi in zip(arrays, bounds[:-1], bounds[1:])], axis=2))
+    return mixed
 
 
 def _nhwc_variant(cut, feeds, kernel: Kernel, native: dict, device):

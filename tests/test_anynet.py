@@ -186,6 +186,52 @@ def test_a_cut_kernel_computes_what_it_computes_inside_the_network(make, precisi
     assert probe is not None
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_repeated_kernel_is_timed_on_the_inputs_of_all_its_occurrences(precision):
+    """ORT's PRelu runs at a speed that depends on its data (10.6 ms on the first ECBSR
+    PReLU's inputs, 13.0 ms on all five's, FP32 16×360×640): a kernel of one key that
+    occurs several times is timed on one band of image rows from each occurrence's real
+    inputs; INT8 codes are re-expressed in the first occurrence's scale and zero point
+    (the cut keeps its DequantizeLinear), so each band decodes to that occurrence's
+    values. Its ``feeds`` stay the first occurrence's (the cut computes that node)."""
+    from oplat.extract import _real_values, _typed
+
+    model = ecbsr(blocks=3, h=24, w=32)
+    if precision == "int8":
+        model = quantize_qdq(model)
+    typed = _typed(model)
+    net = net_graph(typed)
+    (km,) = [k for k in extract_kernels(model) if "PRelu" in k.spec.key]
+    occurrences = [k for k in net.kernels if k.spec.key == km.spec.key]
+    assert len(occurrences) == 4 and km.mixed is not None and km.timing_feeds is km.mixed
+    (name,) = km.kernel.inputs
+    inside = _real_values(typed, [k.inputs[0] for k in occurrences])
+    np.testing.assert_array_equal(km.feeds[name], inside[name])
+    mixed = km.mixed[name]
+    assert mixed.shape == km.feeds[name].shape and mixed.dtype == km.feeds[name].dtype
+    dq = {n.input[0]: n for n in typed.graph.node if n.op_type == "DequantizeLinear"}
+    consts = {i.name: numpy_helper.to_array(i) for i in typed.graph.initializer}
+
+    def real(codes, tensor):
+        """(real values, scale, representable range) of ``codes`` as ``tensor``'s DequantizeLinear reads them."""
+        if precision == "fp32":
+            return codes.astype(np.float64), 0.0, (-np.inf, np.inf)
+        node = dq[tensor]
+        scale, zero = float(consts[node.input[1]]), int(consts[node.input[2]])
+        return (codes.astype(np.float64) - zero) * scale, scale, ((0 - zero) * scale, (255 - zero) * scale)
+
+    _, first_scale, (lo, hi) = real(mixed, name)
+    for i, k in enumerate(occurrences):
+        band = slice(6 * i, 6 * (i + 1))
+        want = real(inside[k.inputs[0]][:, :, band], k.inputs[0])[0]
+        got = real(mixed[:, :, band], name)[0]
+        # values outside the first occurrence's codes clip to its range
+        np.testing.assert_allclose(got, np.clip(want, lo, hi), atol=0.51 * first_scale + 1e-12)
+    assert not np.array_equal(mixed, km.feeds[name])  # the other occurrences' data is in it
+    single = [k for k in extract_kernels(model) if k.spec.op == "depth_to_space"]
+    assert single and all(k.mixed is None and k.timing_feeds is k.feeds for k in single)
+
+
 # ------------------------------------------------------------------ the three commands
 @pytest.mark.parametrize("make", [ecbsr, unet, classifier], ids=["ecbsr", "unet", "classifier"])
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
