@@ -39,7 +39,7 @@ from oplat.build import inputs_for
 from oplat.errors import OplatError
 from oplat.fold import prepare
 from oplat.graph import Kernel, net_graph
-from oplat.onnxgraph import infer_shapes, native_nhwc_model, nhwc_context, nhwc_feeds
+from oplat.onnxgraph import GraphIndex, infer_shapes, native_nhwc_model, nhwc_context, nhwc_feeds
 
 __all__ = ["KernelModel", "extract_kernels", "kernel_model"]
 
@@ -135,18 +135,19 @@ def extract_kernels(model: onnx.ModelProto, *, device=None) -> list[KernelModel]
     also the ``nhwc`` variant of each kernel ORT runs on NHWC data inside the network."""
     typed = _typed(model)
     net = net_graph(typed)
-    distinct: dict[str, Kernel] = {}
+    occurrences: dict[str, list[Kernel]] = {}  # key -> the kernel's occurrences, first first
     for kernel in net.kernels:
-        distinct.setdefault(kernel.spec.key, kernel)
+        occurrences.setdefault(kernel.spec.key, []).append(kernel)
     layout = _layout(model, device)
     in_nhwc = {k.spec.key for k in net.kernels if layout.nhwc.intersection(k.nodes)}
     values = _real_values(typed, [t for k in net.kernels for t in k.inputs])
-    quant = _input_quantization(typed)
+    index = GraphIndex.of(typed)
     out = []
-    for kernel in distinct.values():
+    for group in occurrences.values():
+        kernel = group[0]
         cut = kernel_model(typed, kernel)
         feeds = {name: np.ascontiguousarray(values[name]) for name in kernel.inputs}
-        mixed = _mixed_feeds(kernel, [k for k in net.kernels if k.spec.key == kernel.spec.key], values, quant)
+        mixed = _mixed_feeds(group, values, index)
         out.append(KernelModel(kernel, cut, feeds, mixed))
         variant = _nhwc_variant(cut, feeds, kernel, layout.native, device) if kernel.spec.key in in_nhwc else None
         if variant is not None:
@@ -155,18 +156,16 @@ def extract_kernels(model: onnx.ModelProto, *, device=None) -> list[KernelModel]
     return out
 
 
-def _input_quantization(model: onnx.ModelProto) -> dict[tuple[str, str], tuple[float, int]]:
-    """(DequantizeLinear node name, its input tensor) -> (scale, zero point), for the
-    per-tensor DequantizeLinear nodes whose scale and zero point are initializers."""
-    consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    out = {}
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and len(node.input) >= 2:
-            scale = consts.get(node.input[1])
-            zero = consts.get(node.input[2]) if len(node.input) > 2 else np.zeros((), np.uint8)
+def _dequantization(index: GraphIndex, kernel: Kernel, tensor: str) -> tuple[float, int] | None:
+    """(scale, zero point) of the per-tensor DequantizeLinear of ``kernel`` that reads
+    ``tensor``, with constant scale and zero point; None if there is none."""
+    for node in index.consumers.get(tensor, ()):
+        if node.op_type == "DequantizeLinear" and node.name in kernel.members:
+            scale = index.const(node.input[1])
+            zero = index.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
             if scale is not None and zero is not None and scale.size == 1 and zero.size == 1:
-                out[(node.name, node.input[0])] = (float(scale.reshape(())), int(zero.reshape(())))
-    return out
+                return float(scale.reshape(())), int(zero.reshape(()))
+    return None
 
 
 def _requantized(codes: np.ndarray, source: tuple[float, int], target: tuple[float, int]) -> np.ndarray:
@@ -177,17 +176,16 @@ def _requantized(codes: np.ndarray, source: tuple[float, int], target: tuple[flo
     return np.clip(np.rint(real / target[0]) + target[1], info.min, info.max).astype(codes.dtype)
 
 
-def _mixed_feeds(kernel: Kernel, occurrences: list[Kernel], values: dict[str, np.ndarray],
-                 quant: dict[tuple[str, str], tuple[float, int]]) -> dict[str, np.ndarray] | None:
-    """Feeds of ``kernel`` made of the real inputs of each of its ``occurrences`` in turn,
-    one band of image rows each (axis 2 of NCHW tensors): data-dependent kernels are then
-    timed at the network's mix of data. Quantized inputs are first expressed in the codes
-    of the first occurrence's DequantizeLinear (``quant``), which the cut keeps. None for a
-    kernel that occurs once, or whose inputs are not image tensors of one shape at every
-    occurrence, or are quantized other than per tensor."""
+def _mixed_feeds(occurrences: list[Kernel], values: dict[str, np.ndarray], index: GraphIndex) -> dict[str, np.ndarray] | None:
+    """Feeds of a kernel (its ``occurrences``, the first one cut) made of the real inputs
+    of each occurrence in turn, one band of image rows each (axis 2 of NCHW tensors):
+    data-dependent kernels are then timed at the network's mix of data. Quantized inputs
+    are first expressed in the codes of the first occurrence's DequantizeLinear, which the
+    cut keeps. None for a kernel that occurs once, or whose inputs are not image tensors of
+    one shape at every occurrence, or are quantized other than per tensor."""
     if len(occurrences) < 2:
         return None
-    mixed = {}
+    kernel, mixed = occurrences[0], {}
     for j, name in enumerate(kernel.inputs):
         arrays = [values[k.inputs[j]] if j < len(k.inputs) else None for k in occurrences]
         first = arrays[0]
@@ -195,8 +193,7 @@ def _mixed_feeds(kernel: Kernel, occurrences: list[Kernel], values: dict[str, np
                 a is None or a.shape != first.shape or a.dtype != first.dtype for a in arrays):
             return None
         if not np.issubdtype(first.dtype, np.floating):
-            scales = [next((q for (node, t), q in quant.items() if t == k.inputs[j] and node in k.members), None)
-                      for k in occurrences]
+            scales = [_dequantization(index, k, k.inputs[j]) for k in occurrences]
             if any(q is None for q in scales):
                 return None
             arrays = [_requantized(a, q, scales[0]) for a, q in zip(arrays, scales)]
